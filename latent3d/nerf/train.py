@@ -178,7 +178,12 @@ class NerfTrainer:
         self.denoiser = denoiser
         self.embeddings = embeddings.to(self.device)
         self.shape_guide = shape_guide
-        self.model = LatentNeRF(config.field, config.render, self.device)
+        # parameter init draws from the global RNGs: fork them so the seed decides the init, and the
+        # caller's random state is left alone
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            self.model = LatentNeRF(config.field, config.render, self.device)
         grid_params = list(self.model.field.encoding.parameters())
         mlp_params = list(self.model.field.mlp.parameters()) + list(self.model.background.parameters())
         self.optimizer = torch.optim.Adam(
