@@ -125,7 +125,7 @@ def run_nerf(args) -> int:
     out = Path(args.out)
     (out / "previews").mkdir(parents=True, exist_ok=True)
     config = _nerf_config(args)
-    components = load_stable_diffusion(args.model, device, config_dir=args.model_config)
+    components = load_stable_diffusion(args.model, device, config=args.model_config)
     with torch.no_grad():
         embeddings = encode_view_prompts(components.encode_text, args.prompt, args.negative, view_dependent=not args.no_view_prompts)
     guide = _shape_guide(args, device)
