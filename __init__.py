@@ -1,0 +1,22 @@
+"""ComfyUI entry point of ComfyUI-Latent3D (V3 node schema).
+
+A placeholder until the nodes land: it registers no nodes yet. Importing it without ComfyUI (the core's
+tests, tools) must work, so the ComfyUI API import is guarded. Define no ``NODE_CLASS_MAPPINGS`` here:
+ComfyUI would then take the V1 route and silently ignore ``comfy_entrypoint``.
+"""
+
+WEB_DIRECTORY = "./web"
+
+try:
+    from comfy_api.latest import ComfyExtension, io
+except ImportError:  # not running inside ComfyUI
+    ComfyExtension = None
+
+if ComfyExtension is not None:
+
+    class Latent3DExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type[io.ComfyNode]]:
+            return []
+
+    async def comfy_entrypoint() -> Latent3DExtension:
+        return Latent3DExtension()
