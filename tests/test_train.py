@@ -195,3 +195,22 @@ def test_checkpoint_reloads_for_rendering_and_previews_flow(tmp_path):
     cams = orbit_cameras([45.0], 80, 1.8, 55)
     torch.testing.assert_close(model.render_latents(cams, 16, 16).latent, result.model.render_latents(cams, 16, 16).latent)
     assert path.with_suffix(".json").exists()
+
+
+@pytest.mark.smoke
+def test_resume_refuses_another_shape_guide(tmp_path):
+    class Guide:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, points, sigma, step):
+            return sigma.sum() * 0.0
+
+        def fingerprint(self):
+            return self.name
+
+    path = tmp_path / "nerf.safetensors"
+    fit_latent_nerf(tiny(iterations=2), zero_oracle(), embeddings(), device="cpu", checkpoint_path=path, shape_guide=Guide("a"))
+    with pytest.raises(ValueError, match="shape guide"):
+        fit_latent_nerf(tiny(iterations=3), zero_oracle(), embeddings(), device="cpu", checkpoint_path=path, resume=True, shape_guide=Guide("b"))
+    assert fit_latent_nerf(tiny(iterations=3), zero_oracle(), embeddings(), device="cpu", checkpoint_path=path, resume=True, shape_guide=Guide("a")).step == 3

@@ -276,10 +276,17 @@ class NerfTrainer:
             "skipped_steps": self.skipped_steps,
             "config": config_to_dict(self.config),
             "embeddings": self.embeddings.fingerprint(),
+            "shape_guide": self._guide_fingerprint(),
             "optimizer_param_groups": groups,
             "grad_scaler": self.scaler.state_dict() if self.amp else None,
         }
         return tensors, record
+
+    def _guide_fingerprint(self) -> str | None:
+        if self.shape_guide is None:
+            return None
+        fingerprint = getattr(self.shape_guide, "fingerprint", None)
+        return fingerprint() if callable(fingerprint) else type(self.shape_guide).__name__
 
     def save(self, path: str | Path) -> Path:
         tensors, record = self.state_record()
@@ -296,6 +303,8 @@ class NerfTrainer:
             raise ValueError(f"cannot resume {path}: config differs in {differences}; use another checkpoint path or the same settings")
         if record["embeddings"] != self.embeddings.fingerprint():
             raise ValueError(f"cannot resume {path}: it was trained with other prompt embeddings")
+        if record.get("shape_guide") != self._guide_fingerprint():
+            raise ValueError(f"cannot resume {path}: it was trained with another shape guide ({record.get('shape_guide')!r}, now {self._guide_fingerprint()!r})")
         self.model.load_state_dict(subdict(tensors, "model."))
         load_optimizer(self.optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")}, record["optimizer_param_groups"])
         self.generator.set_state(tensors["rng.train"].cpu())
