@@ -1,8 +1,8 @@
 """ComfyUI entry point of ComfyUI-Latent3D (V3 node schema).
 
-A placeholder until the nodes land: it registers no nodes yet. Importing it without ComfyUI (the core's
-tests, tools) must work, so the ComfyUI API import is guarded. Define no ``NODE_CLASS_MAPPINGS`` here:
-ComfyUI would then take the V1 route and silently ignore ``comfy_entrypoint``.
+Importing this file without ComfyUI (the core's tests, tools) works: the ComfyUI API import is guarded.
+Define no ``NODE_CLASS_MAPPINGS`` here: ComfyUI would then take the V1 route and silently ignore
+``comfy_entrypoint``.
 """
 
 WEB_DIRECTORY = "./web"
@@ -16,7 +16,9 @@ if ComfyExtension is not None:
 
     class Latent3DExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
-            return []
+            from .nodes import node_classes
+
+            return node_classes()
 
     async def comfy_entrypoint() -> Latent3DExtension:
         return Latent3DExtension()

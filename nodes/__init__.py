@@ -1,7 +1,10 @@
-"""ComfyUI adapters. Modules here may import ComfyUI (``comfy``); ``latent3d/`` never does.
+"""ComfyUI adapters of Latent3D: node classes (imported only inside ComfyUI), specs and host glue."""
 
-Inside ComfyUI the pack is a package, so adapters import the core relatively (``from ..latent3d …``).
-A process that also has ComfyUI imported must not import this folder as a top-level ``nodes`` (that name
-is ComfyUI's own module): the in-process host tests load the pack under the alias ``comfyui_latent3d``
-(``tests/host/comfy_host.py``).
-"""
+
+def node_classes() -> list[type]:
+    """Every Latent3D node class, in menu order (imports ComfyUI's API: call inside the host only)."""
+    from .export_nodes import ExportMesh
+    from .nerf_nodes import LatentNeRFTrain
+    from .sketch_nodes import LoadSketchMesh, SketchPrimitive, SketchShapeLoss
+
+    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, ExportMesh]

@@ -105,6 +105,11 @@ class NerfConfig:
         return dataclasses.replace(config, **changes)
 
 
+def run_identity(config: NerfConfig) -> dict[str, Any]:
+    """The config fields that define a run: all but those a resumption may change (RESUMABLE_CHANGES)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in RESUMABLE_CHANGES}
+
+
 class ShapeGuide(Protocol):
     """A loss on the packed samples of the current view (e.g. Sketch-Shape guidance)."""
 

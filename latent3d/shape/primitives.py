@@ -152,3 +152,25 @@ def make_teddy_sketch(subdivisions: int = 3) -> Mesh:
     parts = [make_sphere(radius, subdivisions, center) for center, radius in spheres]
     union = union_meshes(parts)
     return Mesh(union.vertices, union.faces, source="teddy_sketch")
+
+
+PRIMITIVE_SHAPES = ("sphere", "box", "capsule", "cylinder", "teddy")
+
+
+def make_primitive(shape: str, size: Sequence[float], axis: Axis = "y", center: Sequence[float] = (0.0, 0.0, 0.0)) -> Mesh:
+    """One primitive by name, with ``size`` = (x, y, z) read per shape: sphere (radius = x), box (extents
+    x, y, z), capsule and cylinder (radius = x, length along ``axis`` = y), teddy (a preset; size unused)."""
+    if shape not in PRIMITIVE_SHAPES:
+        raise ValueError(f"shape must be one of {PRIMITIVE_SHAPES}, got {shape!r}")
+    if len(size) != 3:
+        raise ValueError(f"size must be three numbers (x, y, z), got {size!r}")
+    if shape == "sphere":
+        return make_sphere(size[0], center=center)
+    if shape == "box":
+        return make_box(size, center=center)
+    if shape == "capsule":
+        return make_capsule(size[0], size[1], axis=axis, center=center)
+    if shape == "cylinder":
+        return make_cylinder(size[0], size[1], axis=axis, center=center)
+    teddy = make_teddy_sketch()
+    return transform_mesh(teddy, 1.0, (0.0, 0.0, 0.0), center)

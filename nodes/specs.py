@@ -1,0 +1,151 @@
+"""The node list as data: one NodeSpec per node (ids are stable: never rename, deprecate instead)."""
+
+from __future__ import annotations
+
+from ..latent3d.export import ExportConfig
+from ..latent3d.nerf.train import NerfConfig
+from ..latent3d.shape.loss import SketchShapeConfig
+from .spec import NodeSpec, Socket, Widget
+
+NERF = "LATENT3D_NERF"
+SKETCH = "LATENT3D_SKETCH"
+SHAPE_GUIDE = "LATENT3D_SHAPE_GUIDE"
+
+PRIMITIVES = ("sphere", "box", "capsule", "cylinder", "teddy")
+AXES = ("x", "y", "z")
+
+_preview = Socket("preview_file", "STRING", "The normalized sketch as a GLB under output/: connect it to core Preview3D to check its placement.")
+_sketch_out = Socket("sketch", SKETCH, "The sketch mesh and its placement (scale, rotation, offset) for Sketch Shape Loss.")
+
+
+def _placement_widgets() -> tuple[Widget, ...]:
+    rotations = tuple(
+        Widget(f"rotate_{axis}", "FLOAT", f"Rotation of the sketch about {axis} in degrees, applied after scaling (x, then y, then z).",
+               field="rotation_deg", index=i, min=-360.0, max=360.0, step=1.0)
+        for i, axis in enumerate(AXES)
+    )
+    offsets = tuple(
+        Widget(f"offset_{axis}", "FLOAT", f"Shift of the sketch along {axis} after rotation (world units; y is up, +z is the front).",
+               field="offset", index=i, min=-1.0, max=1.0, step=0.01)
+        for i, axis in enumerate(AXES)
+    )
+    scale = Widget("mesh_scale", "FLOAT", "The sketch is centred and scaled so its farthest vertex lies this far from the origin (the scene is [-1, 1]³).",
+                   field="mesh_scale", min=0.05, max=1.0, step=0.01)
+    return (scale, *rotations, *offsets)
+
+
+LOAD_SKETCH_MESH = NodeSpec(
+    node_id="Latent3DLoadSketchMesh",
+    display_name="Load Sketch Mesh (Latent3D)",
+    category="Latent3D/sketch",
+    description="Load a coarse mesh (OBJ, PLY, STL, OFF, GLB, GLTF from input/3d) that will guide the shape of a Latent-NeRF.",
+    inputs=(
+        Widget("mesh_file", "COMBO", "A mesh file under ComfyUI's input/3d folder (Load3D's upload puts files there too).", upload=True),
+        *_placement_widgets(),
+    ),
+    outputs=(_sketch_out, _preview),
+    config=SketchShapeConfig,
+)
+
+SKETCH_PRIMITIVE = NodeSpec(
+    node_id="Latent3DSketchPrimitive",
+    display_name="Sketch Primitive (Latent3D)",
+    category="Latent3D/sketch",
+    description="Build a sketch from a primitive, optionally added to another sketch: chain a few to model a coarse shape in the graph.",
+    inputs=(
+        Widget("shape", "COMBO", "The primitive. 'teddy' is a ready-made teddy-like union of spheres.", options=PRIMITIVES, default="sphere"),
+        Widget("size_x", "FLOAT", "Width (box), or radius (sphere, capsule, cylinder); unused by teddy.", default=0.3, min=0.01, max=2.0, step=0.01),
+        Widget("size_y", "FLOAT", "Height (box), or length along the axis (capsule, cylinder).", default=0.6, min=0.01, max=2.0, step=0.01),
+        Widget("size_z", "FLOAT", "Depth (box); unused by the other primitives.", default=0.3, min=0.01, max=2.0, step=0.01),
+        Widget("axis", "COMBO", "Long axis of a capsule or cylinder.", options=AXES, default="y"),
+        *(Widget(f"center_{a}", "FLOAT", f"Centre of the primitive along {a} (sketch units, before normalization).", default=0.0, min=-2.0, max=2.0, step=0.01) for a in AXES),
+        Socket("add_to", SKETCH, "A sketch to add this primitive to (union); leave empty to start a new sketch.", optional=True),
+    ),
+    outputs=(_sketch_out, _preview),
+)
+
+SKETCH_SHAPE_LOSS = NodeSpec(
+    node_id="Latent3DSketchShapeLoss",
+    display_name="Sketch Shape Loss (Latent3D)",
+    category="Latent3D/sketch",
+    description="Sketch-Shape guidance: occupancy inside the sketch is pushed up, outside down, relaxed near its surface.",
+    inputs=(
+        Socket("sketch", SKETCH, "A sketch from Load Sketch Mesh or Sketch Primitive."),
+        Widget("proximal_surface", "FLOAT", "σ_S: how free the surface region is. Larger lets the result stray further from the sketch near its surface.",
+               field="proximal_surface", min=0.01, max=2.0, step=0.01),
+        Widget("shape_weight", "FLOAT", "Strength of the sketch loss relative to score distillation.", field="shape_weight", min=0.0, max=100.0, step=0.01),
+        Widget("mode", "COMBO", "grid: precompute winding number and distance once (fast, any device); exact: libigl queries every step (reference).",
+               field="mode", options=("grid", "exact")),
+        Widget("grid_resolution", "INT", "Nodes per axis of the precomputed grid.", field="grid_resolution", min=16, max=512, step=16),
+        Widget("fade_start", "INT", "Step at which the sketch loss starts fading to zero (0 with fade_end 0: never fades).", field="fade_start", none_value=0, min=0, max=100000),
+        Widget("fade_end", "INT", "Step from which the sketch loss is off (0: never).", field="fade_end", none_value=0, min=0, max=100000),
+    ),
+    outputs=(Socket("shape_guide", SHAPE_GUIDE, "Connect to Latent-NeRF Train's shape_guide."),),
+    config=SketchShapeConfig,
+)
+
+_VIEW_OVERRIDES = tuple(
+    Socket(f"{view}_conditioning", "CONDITIONING", f"Optional: use this conditioning for {view} views instead of '<prompt>, {view} view'.", optional=True)
+    for view in ("front", "side", "back", "overhead")
+)
+
+LATENT_NERF_TRAIN = NodeSpec(
+    node_id="Latent3DLatentNeRFTrain",
+    display_name="Latent-NeRF Train (Latent3D)",
+    category="Latent3D/nerf",
+    description="Optimize a Latent-NeRF by score distillation through the loaded SD1.x/SD2.x model. "
+    "Long run: progress, previews and interrupt work; rerunning the same inputs resumes from the last checkpoint.",
+    inputs=(
+        Socket("model", "MODEL", "An SD1.x or SD2.x model (LoRAs applied upstream are honoured)."),
+        Socket("clip", "CLIP", "The text encoder for the prompt ('embedding:name' textual inversions work)."),
+        Widget("prompt", "STRING", "What to make. Each view gets ', front view' / ', side view' / ... appended.", default="a hamburger", multiline=True),
+        Widget("negative", "STRING", "The unconditional (negative) prompt; the paper uses the empty prompt.", default="", multiline=True),
+        Widget("view_dependent", "BOOLEAN", "Append the view direction to the prompt (front/side/back/overhead).", default=True),
+        Widget("iterations", "INT", "Optimization steps (paper: 5000; a few hundred already show a shape on a GPU).", field="iterations", min=1, max=100000),
+        Widget("seed", "INT", "Seed of every random draw (cameras, timesteps, noise).", field="seed", min=0, max=2**31 - 1, seed=True),
+        Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
+        Widget("resolution", "INT", "Latent render size per step (64 = a 512² image).", field="resolution", min=8, max=256, step=8),
+        Widget("lr_grid", "FLOAT", "Adam learning rate of the hash grid.", field="lr_grid", min=1e-5, max=1.0, step=1e-4),
+        Widget("lr_mlp", "FLOAT", "Adam learning rate of the MLPs.", field="lr_mlp", min=1e-6, max=1.0, step=1e-4),
+        Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight: pushes every pixel to fully empty or fully solid.", field="sparsity_weight", min=0.0, max=1000.0, step=0.5),
+        Widget("preview_every", "INT", "Show a preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
+        Widget("preview_resolution", "INT", "Latent size of previews and the turntable (64 = 512 px; smaller is faster to decode).",
+               field="preview_resolution", min=8, max=256, step=8),
+        Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
+        Socket("shape_guide", SHAPE_GUIDE, "Optional Sketch-Shape guidance.", optional=True),
+        Socket("vae", "VAE", "Optional: decode previews and the turntable with this VAE (else a fast linear latent preview).", optional=True),
+        *_VIEW_OVERRIDES,
+    ),
+    outputs=(
+        Socket("nerf", NERF, "The trained Latent-NeRF: connect to Export Mesh."),
+        Socket("turntable", "IMAGE", "Renders around the object (batch)."),
+    ),
+    config=NerfConfig,
+)
+
+EXPORT_MESH = NodeSpec(
+    node_id="Latent3DExportMesh",
+    display_name="Export Mesh (Latent3D)",
+    category="Latent3D/export",
+    description="Marching cubes, cleanup, UV unwrap and texture bake: writes GLB/OBJ/PLY under output/ for core Preview3D.",
+    inputs=(
+        Socket("nerf", NERF, "A trained Latent-NeRF."),
+        Widget("format", "COMBO", "glb (embedded texture), obj (+mtl+png) or ply (vertex colours).", options=("glb", "obj", "ply"), default="glb"),
+        Widget("resolution", "INT", "Marching-cubes grid size.", field="resolution", min=16, max=512, step=16),
+        Widget("threshold", "FLOAT", "Density iso-level (0: automatic, at most 10).", field="threshold", none_value=0.0, min=0.0, max=1000.0, step=0.5),
+        Widget("color_mode", "COMBO", "texture: UV unwrap and bake; vertex: per-vertex colours.", field="color_mode", options=("texture", "vertex")),
+        Widget("texture_size", "INT", "Texture size in pixels (a multiple of 8 with a VAE).", field="texture_size", min=64, max=4096, step=64),
+        Widget("face_budget", "INT", "Decimate to at most this many faces (0: automatic, 20k before UV unwrapping).", field="face_budget", none_value=0, min=0, max=2000000, step=1000),
+        Widget("filename_prefix", "STRING", "Where under output/ to write (a counter is appended).", default="latent3d/mesh"),
+        Socket("vae", "VAE", "Optional: decode the baked latent texture with this VAE (sharper); else the linear map.", optional=True),
+    ),
+    outputs=(
+        Socket("model_file", "STRING", "The written file relative to output/: connect to core Preview3D."),
+        Socket("mesh", "MESH", "The mesh as core MESH (for SaveGLB and other 3D nodes)."),
+    ),
+    config=ExportConfig,
+    output_node=True,
+)
+
+ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, EXPORT_MESH)
