@@ -79,23 +79,27 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-def _field_value(config: Any, widget: Widget, value: Any) -> Any:
+def _field_value(widget: Widget, value: Any) -> Any:
     """The value the config field takes when ``widget`` shows ``value``."""
     if widget.none_value is not None and value == widget.none_value:
         return None
-    if widget.index is not None:
-        items = list(_get(config, widget.field))
-        items[widget.index] = value
-        return tuple(items)
     return value
 
 
-def _set(obj: Any, dotted: str, value: Any) -> Any:
-    """A copy of dataclass ``obj`` with the dotted field replaced (nested dataclasses copied, not mutated)."""
-    head, _, rest = dotted.partition(".")
-    if not rest:
-        return dataclasses.replace(obj, **{head: value})
-    return dataclasses.replace(obj, **{head: _set(getattr(obj, head), rest, value)})
+def _apply(obj: Any, changes: dict[str, Any]) -> Any:
+    """A copy of dataclass ``obj`` with dotted fields replaced; each dataclass is rebuilt once, so its
+    validation sees all its new values together (fade_start and fade_end, say)."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in changes.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = _apply(getattr(obj, head), sub)
+    return dataclasses.replace(obj, **direct)
 
 
 def widget_default(spec: NodeSpec, widget: Widget) -> Any:
@@ -118,12 +122,18 @@ def build_config(spec: NodeSpec, values: dict[str, Any]) -> Any:
     if spec.config is None:
         raise ValueError(f"{spec.node_id} has no config class")
     config = spec.config()
-    for widget in spec.widgets():
-        if widget.field is None or widget.name not in values or values[widget.name] is None:
-            continue
-        value = values[widget.name]
-        try:
-            config = _set(config, widget.field, _field_value(config, widget, value))
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{spec.display_name}: widget '{widget.name}' = {value!r} is not allowed: {error}") from error
-    return config
+    changes: dict[str, Any] = {}
+    used = [w for w in spec.widgets() if w.field is not None and values.get(w.name) is not None]
+    for widget in used:
+        current = changes.get(widget.field, _get(config, widget.field))
+        if widget.index is not None and current is not None:
+            items = list(current)
+            items[widget.index] = values[widget.name]
+            changes[widget.field] = tuple(items)
+        else:
+            changes[widget.field] = _field_value(widget, values[widget.name])
+    try:
+        return _apply(config, changes)
+    except (ValueError, TypeError) as error:
+        named = [f"{w.name}={values[w.name]!r}" for w in used if w.field.split(".")[-1] in str(error)]
+        raise ValueError(f"{spec.display_name}: {error} (widgets: {', '.join(named) or 'see above'})") from error

@@ -1,0 +1,110 @@
+"""The node specs without ComfyUI: ids, tooltips, and widgets that map 1:1 onto the config dataclasses."""
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+ALIAS = "latent3d_pack_specs"
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The repository imported as a package (as ComfyUI loads a custom node folder), without ComfyUI."""
+    spec = importlib.util.spec_from_file_location(ALIAS, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[ALIAS] = module
+    spec.loader.exec_module(module)
+    assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # V1 mappings would hide the V3 entry point
+    yield module
+    for name in [n for n in sys.modules if n == ALIAS or n.startswith(ALIAS + ".")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def specs(pack):
+    return importlib.import_module(f"{ALIAS}.nodes.specs")
+
+
+@pytest.fixture(scope="module")
+def spec_lib(pack):
+    return importlib.import_module(f"{ALIAS}.nodes.spec")
+
+
+def test_ids_categories_and_tooltips(specs, spec_lib):
+    ids = [s.node_id for s in specs.ALL_SPECS]
+    assert len(set(ids)) == len(ids) == 5
+    assert ids == ["Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh"]
+    for spec in specs.ALL_SPECS:
+        assert spec.category.startswith("Latent3D/") and spec.description
+        names = [i.name for i in spec.inputs] + [o.name for o in spec.outputs]
+        assert len(set(names)) == len(names), spec.node_id
+        for item in (*spec.inputs, *spec.outputs):
+            assert isinstance(item.tooltip, str) and len(item.tooltip) > 10, f"{spec.node_id}.{item.name}"
+
+
+def test_widget_defaults_come_from_the_configs_and_fit_their_bounds(specs, spec_lib):
+    for spec in specs.ALL_SPECS:
+        for widget in spec.widgets():
+            default = spec_lib.widget_default(spec, widget)
+            if widget.kind == "COMBO":
+                assert widget.upload or default in widget.options, f"{spec.node_id}.{widget.name}"
+                continue
+            assert default is not None, f"{spec.node_id}.{widget.name} has no default"
+            if widget.min is not None:
+                assert widget.min <= default <= widget.max, f"{spec.node_id}.{widget.name}: {default}"
+        if spec.config is not None:  # every widget at its default builds exactly the default config
+            values = {w.name: spec_lib.widget_default(spec, w) for w in spec.widgets()}
+            assert spec_lib.build_config(spec, values) == spec.config()
+
+
+def test_training_widgets_map_onto_nerf_config(specs, spec_lib, pack):
+    train = importlib.import_module(f"{ALIAS}.latent3d.nerf.train")
+    spec = specs.LATENT_NERF_TRAIN
+    assert spec.config is train.NerfConfig
+    assert spec_lib.widget_default(spec, spec.widget("guidance_scale")) == 100.0
+    assert spec_lib.widget_default(spec, spec.widget("iterations")) == 5000
+    config = spec_lib.build_config(spec, {"iterations": 12, "guidance_scale": 7.5, "seed": 3, "prompt": "ignored: not a config field"})
+    assert (config.iterations, config.sds.guidance_scale, config.seed) == (12, 7.5, 3)
+    assert config.field == train.NerfConfig().field  # untouched nested configs stay default
+    with pytest.raises(ValueError, match="iterations.*0"):
+        spec_lib.build_config(spec, {"iterations": 0})
+
+
+def test_tuple_and_none_widgets(specs, spec_lib):
+    load = specs.LOAD_SKETCH_MESH
+    config = spec_lib.build_config(load, {"rotate_y": 90.0, "offset_x": 0.2, "mesh_scale": 0.5})
+    assert config.rotation_deg == (0.0, 90.0, 0.0) and config.offset == (0.2, 0.0, 0.0) and config.mesh_scale == 0.5
+    loss = specs.SKETCH_SHAPE_LOSS
+    assert spec_lib.widget_default(loss, loss.widget("fade_end")) == 0
+    assert spec_lib.build_config(loss, {"fade_start": 0, "fade_end": 0}).fade_end is None
+    assert spec_lib.build_config(loss, {"fade_start": 100, "fade_end": 400}).fade_end == 400
+    export = specs.EXPORT_MESH
+    assert spec_lib.build_config(export, {"threshold": 0.0}).threshold is None
+    assert spec_lib.build_config(export, {"threshold": 12.5, "face_budget": 5000}).face_budget == 5000
+    with pytest.raises(ValueError, match="texture_size"):
+        spec_lib.build_config(export, {"texture_size": 0})
+
+
+def test_every_field_path_exists(specs, spec_lib):
+    for spec in specs.ALL_SPECS:
+        if spec.config is None:
+            continue
+        names = {f.name for f in dataclasses.fields(spec.config)}
+        for widget in spec.widgets():
+            if widget.field:
+                assert widget.field.split(".")[0] in names, f"{spec.node_id}.{widget.name} -> {widget.field}"
+
+
+def test_host_paths_refuse_escapes(pack, tmp_path):
+    host = importlib.import_module(f"{ALIAS}.nodes.host")
+    assert host.resolve_inside(tmp_path, "3d/a.obj", "mesh_file") == (tmp_path / "3d" / "a.obj").resolve()
+    for bad, rule in [("../a.obj", r"\.\."), ("/etc/passwd", "absolute"), ("C:/x.obj", "absolute"), ("", "non-empty")]:
+        with pytest.raises(ValueError, match=rule):
+            host.resolve_inside(tmp_path, bad, "mesh_file")
+    assert host.run_key({"a": 1}, "x") == host.run_key({"a": 1}, "x") != host.run_key({"a": 2}, "x")
