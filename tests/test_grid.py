@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latent3d.nerf.grid import GridConfig, TorchGridEncoding, _WeightedGather, make_grid_encoding
+from latent3d.nerf.grid import GridConfig, TorchGridEncoding, _WeightedGather, level_rows, make_grid_encoding, table_to_tcnn, tcnn_to_table
 
 pytestmark = pytest.mark.unit
 
@@ -127,13 +127,17 @@ def test_tcnn_twin_equivalence():
     cfg = GridConfig(levels=4, base_resolution=8, finest_resolution=64, log2_table_size=12)
     fast = TcnnGridEncoding(cfg).cuda()
     twin = TorchGridEncoding(cfg).cuda()
-    # copy tcnn's per-level parameters (rows padded to a multiple of 8) into the twin's table
-    params = fast.encoding.params.detach().float().view(-1, cfg.features_per_level)
-    start = 0
-    with torch.no_grad():
-        for level in range(cfg.levels):
-            size = twin.level_offsets[level + 1] - twin.level_offsets[level]
-            twin.table[twin.level_offsets[level] : twin.level_offsets[level + 1]] = params[start : start + size]
-            start += (size + 7) // 8 * 8
+    twin.load_state_dict(fast.state_dict())  # tcnn's state dict is in the twin's table layout
     x = torch.rand(4096, 3, device="cuda")
     torch.testing.assert_close(fast(x), twin(x), atol=1e-3, rtol=1e-2)
+
+
+def test_tcnn_parameter_layout_round_trip():
+    """tiny-cuda-nn pads each level to a multiple of 8 rows; the conversion strips and restores that."""
+    cfg = GridConfig(levels=4, base_resolution=5, finest_resolution=40, log2_table_size=10)
+    enc = TorchGridEncoding(cfg)
+    assert level_rows(cfg) == [b - a for a, b in zip(enc.level_offsets[:-1], enc.level_offsets[1:])] == [125, 1000, 1024, 1024]
+    flat = table_to_tcnn(enc.table.detach(), cfg)
+    assert flat.numel() == (128 + 1000 + 1024 + 1024) * 2
+    assert torch.equal(flat.view(-1, 2)[125:128], torch.zeros(3, 2))  # level 0's padding
+    assert torch.equal(tcnn_to_table(flat, cfg), enc.table.detach())

@@ -200,8 +200,40 @@ class TorchGridEncoding(nn.Module):
         return out.reshape(n, levels * self.config.features_per_level).float()
 
 
+def level_rows(config: GridConfig) -> list[int]:
+    """Table rows of each level: res³ for dense levels, the table size for hashed ones."""
+    table = 2**config.log2_table_size
+    return [min((math.ceil(s) + 1) ** 3, table) for s in config.level_scales()]
+
+
+def tcnn_to_table(params: torch.Tensor, config: GridConfig) -> torch.Tensor:
+    """tiny-cuda-nn HashGrid parameters (levels concatenated, each padded to a multiple of 8 rows) ->
+    the twin's table [rows, F]. Both index a level's vertices the same way (x fastest, or the hash)."""
+    flat = params.reshape(-1, config.features_per_level)
+    parts, start = [], 0
+    for rows in level_rows(config):
+        parts.append(flat[start : start + rows])
+        start += (rows + 7) // 8 * 8
+    return torch.cat(parts)
+
+
+def table_to_tcnn(table: torch.Tensor, config: GridConfig) -> torch.Tensor:
+    """Inverse of :func:`tcnn_to_table` (padding rows are zero), flattened as tiny-cuda-nn stores it."""
+    parts, start = [], 0
+    for rows in level_rows(config):
+        padded = table.new_zeros((rows + 7) // 8 * 8, table.shape[1])
+        padded[:rows] = table[start : start + rows]
+        parts.append(padded)
+        start += rows
+    return torch.cat(parts).reshape(-1)
+
+
 class TcnnGridEncoding(nn.Module):
-    """tiny-cuda-nn HashGrid behind the same contract (CUDA only; output cast to float32)."""
+    """tiny-cuda-nn HashGrid behind the same contract (CUDA only; output cast to float32).
+
+    Its state dict holds the twin's ``table`` layout, not tiny-cuda-nn's padded parameters, so a field
+    trained with tiny-cuda-nn loads on a CPU-only machine (and the other way round).
+    """
 
     def __init__(self, config: GridConfig) -> None:
         super().__init__()
@@ -222,6 +254,17 @@ class TcnnGridEncoding(nn.Module):
         )
         with torch.no_grad():
             self.encoding.params.uniform_(-config.init_range, config.init_range)
+        self._register_state_dict_hook(TcnnGridEncoding._to_table)
+        self._register_load_state_dict_pre_hook(self._from_table)
+
+    @staticmethod
+    def _to_table(module, state: dict, prefix: str, local_metadata) -> None:
+        params = state.pop(prefix + "encoding.params")
+        state[prefix + "table"] = tcnn_to_table(params, module.config)
+
+    def _from_table(self, state: dict, prefix: str, *args) -> None:
+        if prefix + "table" in state:
+            state[prefix + "encoding.params"] = table_to_tcnn(state.pop(prefix + "table"), self.config).to(self.encoding.params)
 
     @property
     def output_dim(self) -> int:

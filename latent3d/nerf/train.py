@@ -20,7 +20,7 @@ from ..guidance.prompts import PromptEmbeddings
 from ..guidance.sds import SdsConfig, opacity_entropy, sds_loss
 from .cameras import CameraConfig, eval_cameras, orbit_cameras, sample_cameras
 from .field import FieldConfig
-from .grid import GridConfig
+from .grid import GridConfig, TorchGridEncoding
 from .model import LatentNeRF
 from .render import RenderConfig
 
@@ -282,10 +282,14 @@ class NerfTrainer:
             "config": config_to_dict(self.config),
             "embeddings": self.embeddings.fingerprint(),
             "shape_guide": self._guide_fingerprint(),
+            "grid_backend": self._grid_backend(),
             "optimizer_param_groups": groups,
             "grad_scaler": self.scaler.state_dict() if self.amp else None,
         }
         return tensors, record
+
+    def _grid_backend(self) -> str:
+        return "torch" if isinstance(self.model.field.encoding, TorchGridEncoding) else "tcnn"
 
     def _guide_fingerprint(self) -> str | None:
         if self.shape_guide is None:
@@ -308,6 +312,12 @@ class NerfTrainer:
             raise ValueError(f"cannot resume {path}: config differs in {differences}; use another checkpoint path or the same settings")
         if record["embeddings"] != self.embeddings.fingerprint():
             raise ValueError(f"cannot resume {path}: it was trained with other prompt embeddings")
+        if record.get("grid_backend", "torch") != self._grid_backend():
+            raise ValueError(
+                f"cannot resume {path}: it was trained with the {record.get('grid_backend')} grid backend and this run uses "
+                f"{self._grid_backend()} (their optimizer states differ); resume on a machine with the same backend, "
+                "or load it for rendering/export with load_latent_nerf"
+            )
         if record.get("shape_guide") != self._guide_fingerprint():
             raise ValueError(f"cannot resume {path}: it was trained with another shape guide ({record.get('shape_guide')!r}, now {self._guide_fingerprint()!r})")
         self.model.load_state_dict(subdict(tensors, "model."))
@@ -390,8 +400,11 @@ def load_latent_nerf(path: str | Path, device: torch.device | str = "cpu") -> tu
     if record.get("kind") != "latent_nerf":
         raise ValueError(f"{path} is not a Latent-NeRF checkpoint (kind {record.get('kind')!r})")
     config = config_from_dict(NerfConfig, record["config"])
-    field_config = dataclasses.replace(config.field, grid=dataclasses.replace(config.field.grid, backend="torch" if torch.device(device).type == "cpu" else config.field.grid.backend))
-    model = LatentNeRF(field_config, config.render, device)
+    # grid state dicts share one layout across backends: take whichever backend this machine has
+    grid = config.field.grid
+    if grid.backend == "tcnn":
+        grid = dataclasses.replace(grid, backend="auto")
+    model = LatentNeRF(dataclasses.replace(config.field, grid=grid), config.render, device)
     model.load_state_dict(subdict(tensors, "model."))
     return model, config, record
 
