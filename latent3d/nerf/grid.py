@@ -194,10 +194,15 @@ class TorchGridEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, 3] in [0,1]^3 -> features [N, levels * features_per_level]."""
         n = x.shape[0]
-        idx, w = self.indices(x.detach())
-        levels = idx.shape[1]
-        out = _WeightedGather.apply(self.table, idx.reshape(-1, 8), w.reshape(-1, 8).to(self.table.dtype))
-        return out.reshape(n, levels * self.config.features_per_level).float()
+        x = x.detach().to(torch.float32)
+        outputs = []
+        # dense and hashed levels gather separately: concatenating their [N, L, 8] indices costs more
+        for part, count in ((self._dense_indices, self.n_dense), (self._hashed_indices, self.config.levels - self.n_dense)):
+            if count:
+                idx, w = part(x)
+                gathered = _WeightedGather.apply(self.table, idx.reshape(-1, 8).long(), w.reshape(-1, 8).to(self.table.dtype))
+                outputs.append(gathered.reshape(n, count * self.config.features_per_level))
+        return torch.cat(outputs, 1).float() if len(outputs) > 1 else outputs[0].float()
 
 
 def level_rows(config: GridConfig) -> list[int]:

@@ -198,7 +198,9 @@ class NerfTrainer:
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.amp = config.mixed_precision and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # SDS gradients with guidance scale 100 are large: start the fp16 loss scale at 2^10, not 2^16, so
+        # fewer early steps overflow (each overflow is skipped and counted like any non-finite step)
+        self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10, enabled=self.amp)
         self.step = 0
         self.skipped_steps = 0
         self.history: dict[str, list[float]] = {k: [] for k in ("loss", "sds", "sparsity", "shape", "timestep", "samples")}
