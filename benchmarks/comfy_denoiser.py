@@ -1,7 +1,14 @@
-"""Overhead of ComfyDenoiser.predict_noise over a bare ``apply_model`` call (same inputs, interleaved).
+"""What the ComfyUI adapter costs: SDS steps through ComfyDenoiser vs DiffusersDenoiser on the same weights.
 
-Needs ComfyUI: ``COMFYUI_ROOT=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/comfy_denoiser.py [--size 16]``.
-Uses the random SD1.5 checkpoint of the host tests (built on first use). Prints RESULT lines.
+The random SD1.5 checkpoint of the host tests (built on first use) is loaded twice: by ComfyUI's
+checkpoint loader (MODEL → ComfyDenoiser) and, converted to the diffusers layout, into a
+UNet2DConditionModel (→ DiffusersDenoiser). Both must give the same ε (checked); then whole Latent-NeRF
+training steps are timed, interleaved, through each. Also prints the bare predict_noise overhead over a
+direct ``apply_model`` call.
+
+    COMFYUI_ROOT=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/comfy_denoiser.py [--size 32] [--steps 3]
+
+Last line: RESULT adapter_over_diffusers=<median step time ratio>.
 """
 
 from __future__ import annotations
@@ -14,51 +21,88 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "host"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "host"))
 from comfy_host import import_comfy, import_pack  # noqa: E402
 from make_checkpoint import ensure_checkpoint  # noqa: E402
 
 
+def diffusers_unet(path: Path):
+    """The checkpoint's UNet in the diffusers layout (random weights, SD1.5 config)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from safetensors.torch import load_file
+
+    from comfyui_latent3d.latent3d.loading import sd15_unet_config
+
+    config = sd15_unet_config()
+    state = {k: v.float() for k, v in load_file(str(path)).items() if k.startswith("model.diffusion_model.")}
+    converted = convert_ldm_unet_checkpoint(state, config)
+    unet = UNet2DConditionModel(**config)
+    missing, unexpected = unet.load_state_dict(converted, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"conversion left missing {missing[:5]} / unexpected {unexpected[:5]} keys")
+    return unet.eval().requires_grad_(False)
+
+
+def median_time(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=16, help="latent side (16 → 128×128 image)")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=int, default=32, help="latent side of the training renders (64 = paper)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per adapter (interleaved)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     import_comfy()
     import_pack()
     import comfy.sd
+
+    from comfyui_latent3d.latent3d.guidance.denoiser import DiffusersDenoiser, scaled_linear_alphas_cumprod
+    from comfyui_latent3d.latent3d.guidance.prompts import PromptEmbeddings
+    from comfyui_latent3d.latent3d.nerf.train import NerfConfig, NerfTrainer
     from comfyui_latent3d.nodes.comfy_denoiser import ComfyDenoiser, encode_with_clip
 
+    path = ensure_checkpoint()
     with torch.inference_mode():
-        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(ensure_checkpoint()), output_vae=False, output_clip=True)
-    denoiser = ComfyDenoiser(model)
-    emb = encode_with_clip(clip, [""] * args.batch)
-    generator = torch.Generator().manual_seed(0)
-    z_t = torch.randn(args.batch, 4, args.size, args.size, generator=generator)
-    t = torch.randint(20, 981, (args.batch,), generator=generator)
-
-    def adapter() -> None:
-        denoiser.predict_noise(z_t, t, emb)
+        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=True)
+    comfy_denoiser = ComfyDenoiser(model)
+    diffusers_denoiser = DiffusersDenoiser(diffusers_unet(path), scaled_linear_alphas_cumprod())
+    emb = encode_with_clip(clip, ["", "a hamburger, front view"])
+    z_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([300, 700])
+    a, b = comfy_denoiser.predict_noise(z_t, t, emb), diffusers_denoiser.predict_noise(z_t, t, emb)
+    err = float((a - b).abs().max() / b.abs().max())
+    print(f"same weights: max |ε_comfy − ε_diffusers| / max|ε| = {err:.2e}", flush=True)
+    if err > 1e-2:
+        raise RuntimeError("the two adapters disagree: the weight conversion is wrong")
 
     def direct() -> None:
         with torch.no_grad():
-            sigma = denoiser.model_sampling.sigma(t)
+            sigma = comfy_denoiser.model_sampling.sigma(t)
             model.model.apply_model(z_t * (1 + sigma**2).sqrt().view(-1, 1, 1, 1), sigma, c_crossattn=emb)
 
-    adapter()  # warm-up: loads the model, first-call allocations
-    times: dict[str, list[float]] = {"adapter": [], "direct": []}
-    for _ in range(args.repeats):
-        for name, fn in (("direct", direct), ("adapter", adapter)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    bare = {"adapter": median_time(lambda: comfy_denoiser.predict_noise(z_t, t, emb), 5), "direct": median_time(direct, 5)}
+    print(f"predict_noise 2x4x8x8: adapter {statistics.median(bare['adapter']):.3f} s, apply_model {statistics.median(bare['direct']):.3f} s", flush=True)
+
+    embeddings = PromptEmbeddings.single(emb[1:], emb[:1])
+    config = NerfConfig(resolution=args.size)
+    trainers = {name: NerfTrainer(config, den, embeddings, "cpu") for name, den in (("comfy", comfy_denoiser), ("diffusers", diffusers_denoiser))}
+    for trainer in trainers.values():
+        trainer.train_step()  # occupancy fill and warm-up
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(args.steps):
+        for name, trainer in trainers.items():
+            times[name] += median_time(trainer.train_step, 1)
     med = {name: statistics.median(values) for name, values in times.items()}
-    shape = f"{args.batch}x4x{args.size}x{args.size}"
-    print(f"RESULT comfy_denoiser.predict_noise {shape}: median {med['adapter']:.3f} s, min {min(times['adapter']):.3f} s")
-    print(f"RESULT apply_model direct {shape}: median {med['direct']:.3f} s, min {min(times['direct']):.3f} s")
-    print(f"RESULT overhead ratio (median adapter/direct): {med['adapter'] / med['direct']:.3f}")
+    print(f"SDS step at {args.size}² (median of {args.steps}): ComfyDenoiser {med['comfy']:.2f} s, DiffusersDenoiser {med['diffusers']:.2f} s")
+    print(f"RESULT adapter_over_diffusers={med['comfy'] / med['diffusers']:.3f}")
     return 0
 
 
