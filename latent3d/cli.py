@@ -198,6 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_nerf(args) if args.command == "nerf" else run_export(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: files, and ModelLoadError
         print(f"error: {error}", file=sys.stderr)
         return 2
