@@ -31,8 +31,9 @@ class TrainingPanel {
     const row = el("div", { display: "flex", gap: "4px", flex: "1", minHeight: "0" });
     this.canvas = el("canvas", { flex: "1", minWidth: "0", height: "100%", background: "rgba(0,0,0,0.25)", borderRadius: "4px" },
       { "data-role": "loss" });
-    this.image = el("img", { height: "100%", aspectRatio: "1", objectFit: "contain", background: "rgba(0,0,0,0.25)", borderRadius: "4px" },
-      { "data-role": "frame", alt: "" });
+    // hidden until the first frame: an <img> without src draws a broken-image border
+    this.image = el("img", { height: "100%", aspectRatio: "1", objectFit: "contain", background: "rgba(0,0,0,0.25)", borderRadius: "4px",
+      visibility: "hidden" }, { "data-role": "frame", alt: "" });
     row.append(this.canvas, this.image);
     const controls = el("div", { display: "flex", gap: "4px", alignItems: "center" });
     this.play = el("button", { fontSize: "11px", padding: "0 6px" }, { "data-role": "play", type: "button" });
@@ -46,7 +47,11 @@ class TrainingPanel {
   }
 
   update(detail) {
-    if (detail.reset) { this.losses = []; this.frames = []; this.frameIndex = -1; }
+    if (detail.reset) {
+      this.stop();
+      this.losses = []; this.frames = []; this.frameIndex = -1;
+      this.slider.max = "0"; this.frameLabel.textContent = "";
+    }
     for (const point of detail.losses ?? []) this.losses.push(point);
     if (this.losses.length > 5000) this.losses = this.losses.filter((_, i) => i % 2 === 0);
     if (detail.frame) {
@@ -71,6 +76,7 @@ class TrainingPanel {
     this.frameIndex = Math.max(0, Math.min(index, this.frames.length - 1));
     const frame = this.frames[this.frameIndex];
     this.image.src = frame.src;
+    this.image.style.visibility = "visible";
     this.slider.value = String(this.frameIndex);
     this.frameLabel.textContent = `step ${frame.step}`;
   }
@@ -101,7 +107,7 @@ class TrainingPanel {
     if (points.length < 2) return;
     // log-scale loss with a running mean: SDS losses are noisy by nature
     const logs = points.map(([s, v]) => [s, Math.log10(v)]);
-    const window = Math.max(1, Math.floor(logs.length / 50));
+    const window = Math.max(1, Math.floor(logs.length / 20));
     const smooth = logs.map(([s], i) => {
       const part = logs.slice(Math.max(0, i - window), i + 1);
       return [s, part.reduce((a, [, v]) => a + v, 0) / part.length];
@@ -124,6 +130,16 @@ class TrainingPanel {
   }
 }
 
+// The executing node's id: "7" on the root graph, "12:7" for node 7 inside the subgraph node 12.
+function nodeForId(id) {
+  let graph = app.graph, node = null;
+  for (const part of String(id).split(":")) {
+    node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part);
+    graph = node?.subgraph;
+  }
+  return node;
+}
+
 app.registerExtension({
   name: "Latent3D.TrainingPanel",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -132,12 +148,15 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
       const panel = new TrainingPanel();
+      // display only: options.serialize keeps it out of the queued prompt (graphToPrompt), widget.serialize
+      // out of the saved workflow's widgets_values
       const widget = this.addDOMWidget("latent3d_panel", "latent3d_panel", panel.root, {
         hideOnZoom: false,
+        serialize: false,
         getMinHeight: () => PANEL_HEIGHT,
         getHeight: () => PANEL_HEIGHT,
       });
-      widget.serialize = false; // display only: never part of the saved workflow's widget values
+      widget.serialize = false;
       this.latent3dPanel = panel;
       const onRemoved = this.onRemoved;
       this.onRemoved = function () { panel.stop(); return onRemoved?.apply(this, arguments); };
@@ -145,9 +164,6 @@ app.registerExtension({
     };
   },
   setup() {
-    api.addEventListener("latent3d.progress", ({ detail }) => {
-      const node = app.graph?.getNodeById?.(detail.node) ?? app.graph?.getNodeById?.(Number(detail.node));
-      node?.latent3dPanel?.update(detail);
-    });
+    api.addEventListener("latent3d.progress", ({ detail }) => nodeForId(detail.node)?.latent3dPanel?.update(detail));
   },
 });
