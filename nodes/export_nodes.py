@@ -27,6 +27,7 @@ class ExportMesh(io.ComfyNode):
         if format == "ply":  # a PLY carries vertex colours, not textures
             config = dataclasses.replace(config, color_mode="vertex")
         path, relative = host.unique_output(filename_prefix, f".{format}")
-        mesh = extract_mesh(nerf.model, config, host.texture_decoder(vae, nerf.to_vae_latent))
-        save_mesh(mesh, path, format)
+        with host.pip_hint(EXPORT_MESH.display_name):
+            mesh = extract_mesh(nerf.model, config, host.texture_decoder(vae, nerf.to_vae_latent))
+            save_mesh(mesh, path, format)
         return io.NodeOutput(relative, host.core_mesh(mesh))

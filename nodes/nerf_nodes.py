@@ -29,7 +29,8 @@ class LatentNeRFTrain(io.ComfyNode):
         device = mm.get_torch_device()
         denoiser = ComfyDenoiser(model)
         embeddings = host.view_embeddings(clip, prompt, negative, view_dependent, overrides)
-        guide = shape_guide.build(device) if shape_guide is not None else None
+        with host.pip_hint(LATENT_NERF_TRAIN.display_name):
+            guide = shape_guide.build(device) if shape_guide is not None else None
         key = host.run_key(run_identity(config), embeddings.fingerprint(), host.model_fingerprint(model), guide and guide.fingerprint())
         checkpoint = host.run_directory(key) / "nerf.safetensors"
         fmt = model.model.latent_format

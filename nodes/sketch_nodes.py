@@ -30,8 +30,9 @@ class LoadSketchMesh(io.ComfyNode):
     @classmethod
     def execute(cls, mesh_file: str, **widgets) -> io.NodeOutput:
         placement = build_config(LOAD_SKETCH_MESH, widgets)
-        sketch = Sketch((load_mesh(host.input_path(mesh_file)),), placement)
-        return io.NodeOutput(sketch, host.write_sketch_preview(sketch))
+        with host.pip_hint(LOAD_SKETCH_MESH.display_name):
+            sketch = Sketch((load_mesh(host.input_path(mesh_file)),), placement)
+            return io.NodeOutput(sketch, host.write_sketch_preview(sketch))
 
 
 class SketchPrimitive(io.ComfyNode):
@@ -41,9 +42,10 @@ class SketchPrimitive(io.ComfyNode):
 
     @classmethod
     def execute(cls, shape, size_x, size_y, size_z, axis, center_x, center_y, center_z, add_to=None) -> io.NodeOutput:
-        part = make_primitive(shape, (size_x, size_y, size_z), axis, (center_x, center_y, center_z))
-        sketch = add_to.plus(part) if add_to is not None else Sketch((part,), SketchShapeConfig())
-        return io.NodeOutput(sketch, host.write_sketch_preview(sketch))
+        with host.pip_hint(SKETCH_PRIMITIVE.display_name):
+            part = make_primitive(shape, (size_x, size_y, size_z), axis, (center_x, center_y, center_z))
+            sketch = add_to.plus(part) if add_to is not None else Sketch((part,), SketchShapeConfig())
+            return io.NodeOutput(sketch, host.write_sketch_preview(sketch))
 
 
 class SketchShapeLoss(io.ComfyNode):
