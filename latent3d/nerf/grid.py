@@ -75,26 +75,35 @@ class GridConfig:
 
 
 class _WeightedGather(torch.autograd.Function):
-    """out[i] = Σ_c w[i, c] * table[idx[i, c]]; gradients for table and w (not idx)."""
+    """Σ_c w[i, c] * table[idx[i, c]] for one or more (idx [N, L, 8], w [N, L, 8]) parts, concatenated
+    as [N, Σ L·F]; the gradient goes to the table only (positions carry none). One backward for all parts:
+    one table-sized gradient instead of one per part."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # idx: [M, 8] int64, w: [M, 8] -> [M, F]
-        out = nn.functional.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
-        ctx.save_for_backward(table, idx, w)
-        return out
+    def forward(ctx, table: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for idx, w in zip(parts[0::2], parts[1::2]):
+            n, levels = idx.shape[:2]
+            gathered = nn.functional.embedding_bag(idx.reshape(-1, 8), table, per_sample_weights=w.reshape(-1, 8), mode="sum")
+            outputs.append(gathered.reshape(n, levels * table.shape[1]))
+        ctx.save_for_backward(table, *parts)
+        return torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        table, idx, w = ctx.saved_tensors
-        grad_table = grad_w = None
+        table, *parts = ctx.saved_tensors
+        features = table.shape[1]
+        grad_table = None
         if ctx.needs_input_grad[0]:
             grad_table = torch.zeros_like(table)
-            contrib = (grad_out[:, None, :] * w[..., None]).reshape(-1, table.shape[1])
-            grad_table.index_add_(0, idx.reshape(-1), contrib.to(table.dtype))
-        if ctx.needs_input_grad[2]:
-            grad_w = (table[idx] * grad_out[:, None, :]).sum(-1)
-        return grad_table, None, grad_w
+            column = 0
+            for idx, w in zip(parts[0::2], parts[1::2]):
+                n, levels = idx.shape[:2]
+                g = grad_out[:, column : column + levels * features].reshape(n * levels, 1, features)
+                column += levels * features
+                contrib = (g * w.reshape(-1, 8, 1)).reshape(-1, features)
+                grad_table.index_add_(0, idx.reshape(-1), contrib.to(table.dtype))
+        return (grad_table,) + (None,) * len(parts)
 
 
 def _corner_weights(frac: torch.Tensor) -> torch.Tensor:
@@ -193,16 +202,14 @@ class TorchGridEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, 3] in [0,1]^3 -> features [N, levels * features_per_level]."""
-        n = x.shape[0]
         x = x.detach().to(torch.float32)
-        outputs = []
-        # dense and hashed levels gather separately: concatenating their [N, L, 8] indices costs more
-        for part, count in ((self._dense_indices, self.n_dense), (self._hashed_indices, self.config.levels - self.n_dense)):
+        parts = []
+        # dense and hashed levels keep separate index tensors: concatenating [N, L, 8] indices costs more
+        for make, count in ((self._dense_indices, self.n_dense), (self._hashed_indices, self.config.levels - self.n_dense)):
             if count:
-                idx, w = part(x)
-                gathered = _WeightedGather.apply(self.table, idx.reshape(-1, 8).long(), w.reshape(-1, 8).to(self.table.dtype))
-                outputs.append(gathered.reshape(n, count * self.config.features_per_level))
-        return torch.cat(outputs, 1).float() if len(outputs) > 1 else outputs[0].float()
+                idx, w = make(x)
+                parts += [idx.long(), w.to(self.table.dtype)]
+        return _WeightedGather.apply(self.table, *parts).float()
 
 
 def level_rows(config: GridConfig) -> list[int]:

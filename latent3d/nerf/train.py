@@ -156,6 +156,18 @@ def _no_timer(name: str):
     return contextlib.nullcontext()
 
 
+def make_adam(groups: list[dict[str, Any]], config: NerfConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has it for ``device`` (on CPU ~8x faster than the
+    default for the 24M grid values; same update rule), else the default implementation."""
+    kwargs = {"betas": tuple(config.adam_betas), "eps": config.adam_eps}
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # older torch: no fused Adam for this device
+            pass
+    return torch.optim.Adam(groups, **kwargs)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -191,10 +203,8 @@ class NerfTrainer:
             self.model = LatentNeRF(config.field, config.render, self.device)
         grid_params = list(self.model.field.encoding.parameters())
         mlp_params = list(self.model.field.mlp.parameters()) + list(self.model.background.parameters())
-        self.optimizer = torch.optim.Adam(
-            [{"params": grid_params, "lr": config.lr_grid}, {"params": mlp_params, "lr": config.lr_mlp}],
-            betas=tuple(config.adam_betas),
-            eps=config.adam_eps,
+        self.optimizer = make_adam(
+            [{"params": grid_params, "lr": config.lr_grid}, {"params": mlp_params, "lr": config.lr_mlp}], config, self.device
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.amp = config.mixed_precision and self.device.type == "cuda"
