@@ -105,24 +105,28 @@ def machinery(config: NerfConfig, device, steps: int) -> tuple[dict[str, float],
 
 
 def unet_row(name, unet, resolution, device, dtype, steps, occupancy_ms) -> dict[str, float]:
+    """Training steps through ``unet``, each followed by a bare UNet call on the same shapes, so the
+    ratio compares like with like under the same machine load."""
     denoiser = DiffusersDenoiser(unet, scaled_linear_alphas_cumprod())
     config = NerfConfig(resolution=resolution)
     emb = embeddings(unet.config.cross_attention_dim, device)
     z = torch.randn(2, 4, resolution, resolution, device=device, dtype=dtype)
     t = torch.tensor([500, 500], device=device)
     cond = torch.cat([emb.uncond, emb.views["front"]]).to(dtype)
-    with torch.no_grad():
-        unet_alone = 1000 * timed(lambda: unet(z, t, encoder_hidden_states=cond), device, repeats=2)
     trainer = NerfTrainer(config, denoiser, emb, device)
     trainer.train_step()  # step 0 holds the first occupancy fill: warm-up
+    with torch.no_grad():
+        unet(z, t, encoder_hidden_states=cond)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timer = StepTimer(device)
-    start = time.perf_counter()
+    step_times, bare_times = [], []
     for _ in range(steps):
-        trainer.train_step(timer)
-    sync(device)
-    step_ms = 1000 * (time.perf_counter() - start) / steps + occupancy_ms  # refresh amortized
+        step_times.append(timed(lambda: trainer.train_step(timer), device, repeats=1))
+        with torch.no_grad():
+            bare_times.append(timed(lambda: unet(z, t, encoder_hidden_states=cond), device, repeats=1))
+    unet_alone = 1000 * statistics.median(bare_times)
+    step_ms = 1000 * statistics.median(step_times) + occupancy_ms  # the 16-step refresh, amortized
     row = {k: 1000 * timer.totals.get(k, 0.0) / steps for k in SECTIONS if k != "occupancy"}
     row["occupancy"] = occupancy_ms
     row["other"] = step_ms - sum(row.values())
@@ -138,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny UNet only")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=2, help="measured steps per full-size UNet row")
+    parser.add_argument("--steps", type=int, default=3, help="measured steps per full-size UNet row")
     parser.add_argument("--fit-steps", type=int, default=150, help="oracle-fit steps before the second samples/ray figure")
     args = parser.parse_args()
     device = torch.device(args.device)
