@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny UNet only")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per full-size UNet row")
-    parser.add_argument("--fit-steps", type=int, default=150, help="oracle-fit steps before the second samples/ray figure")
+    parser.add_argument("--fit-steps", type=int, default=300, help="oracle-fit steps before the second samples/ray figure")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
