@@ -16,19 +16,25 @@ log = logging.getLogger(__name__)
 def marching_cubes(lattice: DensityLattice) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface of ``lattice`` at its threshold -> (vertices [V, 3] float32 world, faces [F, 3] int64).
 
-    The lattice is padded with one layer of zeros, so a solid touching the box still gives closed surfaces.
-    Faces come out counter-clockwise seen from outside (positive signed volume).
+    Marching cubes runs on log σ at level log(threshold): the field's density is exp(h) of a smooth h, so
+    log σ varies about linearly across the surface and the interpolated crossing lands where the field's
+    iso-surface is; interpolating σ itself puts it up to half a lattice cell too far out. The lattice is
+    padded with one layer of empty space, so a solid touching the box still gives closed surfaces. Faces
+    come out counter-clockwise seen from outside (positive signed volume).
     """
     from skimage.measure import marching_cubes as skimage_marching_cubes
 
-    values = np.pad(lattice.values, 1, mode="constant", constant_values=0.0)
-    if not values.max() > lattice.threshold:
+    if not lattice.values.max() > lattice.threshold:
         raise ValueError(
             f"no surface: the density never exceeds the threshold {lattice.threshold:.4g} (max {lattice.values.max():.4g}); "
             "lower ExportConfig.threshold"
         )
+    # clip empty space at 1 % of the level: a smooth field's crossing is unaffected, and a hard 0/σ step
+    # (analytic fields) still lands near the middle of its cell instead of far inside
+    floor = lattice.threshold * 1e-2
+    values = np.log(np.maximum(np.pad(lattice.values, 1, mode="constant", constant_values=0.0), floor))
     h = lattice.spacing
-    vertices, faces, _, _ = skimage_marching_cubes(values, level=lattice.threshold, spacing=(h, h, h), allow_degenerate=False)
+    vertices, faces, _, _ = skimage_marching_cubes(values, level=float(np.log(lattice.threshold)), spacing=(h, h, h), allow_degenerate=False)
     vertices = vertices - (h + lattice.bound)  # undo the padding, lattice origin at -bound
     return orient_outward(vertices.astype(np.float32), faces.astype(np.int64))
 
