@@ -102,19 +102,12 @@ def _shape_guide(args, device):
     return make_shape_guide(load_mesh(args.sketch), config, device)
 
 
-def _save_image(tensor, path: Path) -> None:
-    """tensor [3, H, W] in 0..1 -> PNG."""
-    from PIL import Image
-
-    array = (tensor.clamp(0, 1).permute(1, 2, 0).cpu().float().numpy() * 255).round().astype("uint8")
-    Image.fromarray(array).save(path)
-
-
 def run_nerf(args) -> int:
     import torch
     from tqdm import tqdm
 
     from .guidance.prompts import encode_view_prompts
+    from .images import to_pil
     from .loading import load_stable_diffusion
     from .nerf.train import fit_latent_nerf, turntable_latents
 
@@ -141,7 +134,7 @@ def run_nerf(args) -> int:
         if preview is not None:
             with torch.no_grad():
                 image = components.decode_latents(preview[None].to(device))[0]
-            _save_image(image, out / "previews" / f"step_{step:05d}.png")
+            to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
 
     def on_metrics(step: int, metrics: dict) -> None:
         bar.set_postfix(loss=f"{metrics['loss']:.3g}", t=int(metrics["timestep"]))
@@ -170,9 +163,9 @@ def run_nerf(args) -> int:
 
 def _save_turntable(frames, path: Path) -> None:
     """frames [N, 3, H, W] in 0..1 -> looping GIF."""
-    from PIL import Image
+    from .images import to_pil
 
-    images = [Image.fromarray((f.clamp(0, 1).permute(1, 2, 0).cpu().float().numpy() * 255).round().astype("uint8")) for f in frames]
+    images = [to_pil(frame) for frame in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
 
 

@@ -165,10 +165,16 @@ def encode_with_clip(clip: Any, texts: list[str]) -> torch.Tensor:
         for text in texts:
             cond, _pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)  # [1, 77·k, C]
             conds.append(cond)
-    length = math.lcm(*(int(c.shape[1]) for c in conds))
-    out = torch.cat([c.repeat(1, length // c.shape[1], 1) for c in conds])
+    out = torch.cat(same_length(conds))
     with torch.inference_mode(False):
         return out.float().clone()
+
+
+def same_length(contexts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Repeat each [1, L_i, C] context to the least common multiple of the lengths (exact for
+    cross-attention: k copies of the keys give the same softmax-weighted mean)."""
+    length = math.lcm(*(int(c.shape[1]) for c in contexts))
+    return [c.repeat(1, length // c.shape[1], 1) for c in contexts]
 
 
 def latent_to_model_space(model: Any, latent: torch.Tensor) -> torch.Tensor:

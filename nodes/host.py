@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 
 
@@ -137,16 +138,6 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().clone()
 
 
-def to_pil(image: torch.Tensor):
-    """[H, W, 3] or [3, H, W] float in 0..1 -> PIL image."""
-    from PIL import Image
-
-    if image.shape[0] == 3 and image.shape[-1] != 3:
-        image = image.permute(1, 2, 0)
-    array = (image.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
-    return Image.fromarray(array)
-
-
 def jpeg_data_url(image, size: int = 160) -> str:
     thumb = image.copy()
     thumb.thumbnail((size, size))
@@ -229,19 +220,11 @@ def conditioning_tensor(conditioning: Any, argument: str) -> torch.Tensor:
     return plain(tensor[:1]).float()
 
 
-def same_length(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Repeat each [1, L_i, C] context to the least common multiple of the lengths (exact for attention)."""
-    import math
-
-    length = math.lcm(*(int(t.shape[1]) for t in tensors))
-    return [t.repeat(1, length // t.shape[1], 1) for t in tensors]
-
-
 def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any]):
     """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides."""
     from ..latent3d.guidance.prompts import PromptEmbeddings, view_prompt
     from ..latent3d.nerf.cameras import VIEW_LABELS
-    from .comfy_denoiser import encode_with_clip
+    from .comfy_denoiser import encode_with_clip, same_length
 
     if not isinstance(prompt, str) or not prompt.strip():
         if len([v for v in overrides.values() if v is not None]) < len(VIEW_LABELS):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..latent3d.images import to_pil
 from ..latent3d.nerf.train import fit_latent_nerf, run_identity, turntable_latents
 from . import host
 from .comfy_denoiser import ComfyDenoiser
@@ -35,7 +36,7 @@ class LatentNeRFTrain(io.ComfyNode):
         checkpoint = host.run_directory(key) / "nerf.safetensors"
         fmt = model.model.latent_format
         trained = TrainedNerf(None, config, checkpoint, float(fmt.scale_factor), float(getattr(fmt, "shift_factor", 0.0)))
-        decode = lambda z: host.to_pil(host.latent_images(z[None], vae, trained.to_vae_latent)[0])  # noqa: E731
+        decode = lambda z: to_pil(host.latent_images(z[None], vae, trained.to_vae_latent)[0])  # noqa: E731
         progress = host.HostProgress(cls.hidden.unique_id, config.iterations, decode, host.checkpoint_step(checkpoint) if resume else 0)
         with host.training_mode():
             result = fit_latent_nerf(
