@@ -8,6 +8,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..shape.mesh_io import face_areas
 from .density import DensityLattice
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,6 @@ def orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     if len(faces) and signed_volume(vertices, faces) < 0:
         faces = np.ascontiguousarray(faces[:, ::-1])
     return vertices, faces
-
-
-def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """[F] triangle areas."""
-    v0, v1, v2 = (vertices[faces[:, i]].astype(np.float64) for i in range(3))
-    return 0.5 * np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1)
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,17 +102,6 @@ class Mesh:
         """The same surface with the opposite orientation (inside and outside swapped)."""
         return Mesh(self.vertices, self.faces[:, ::-1], self.uv, self.source)
 
-    def vertex_normals(self) -> np.ndarray:
-        """[V, 3] float32 area-weighted unit vertex normals (zero for unused vertices)."""
-        v = self.vertices.astype(np.float64)
-        tri = v[self.faces]
-        face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2·area
-        normals = np.zeros_like(v)
-        for corner in range(3):
-            np.add.at(normals, self.faces[:, corner], face_normals)
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        return (normals / np.maximum(length, 1e-30)).astype(np.float32)
-
     def to_trimesh(self):
         """A ``trimesh.Trimesh`` copy (no processing, so vertex order is kept)."""
         import trimesh
