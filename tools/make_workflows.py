@@ -214,6 +214,19 @@ SKETCH_NOTE = (
 )
 
 
+def wire_training(g: "Graph", ckpt, train, export, turntable, preview, shape_guide=None) -> None:
+    """The links both examples share: checkpoint -> train (-> export -> Preview3D, turntable)."""
+    g.link(ckpt, "MODEL", train, "model")
+    g.link(ckpt, "CLIP", train, "clip")
+    if shape_guide is not None:
+        g.link(shape_guide, "shape_guide", train, "shape_guide")
+    g.link(ckpt, "VAE", train, "vae")
+    g.link(ckpt, "VAE", export, "vae")
+    g.link(train, "nerf", export, "nerf")
+    g.link(train, "turntable", turntable, "images")
+    g.link(export, "model_file", preview, "model_file")
+
+
 def text_to_3d(info: dict[str, Any]) -> dict[str, Any]:
     g = Graph(info)
     g.note(TEXT_NOTE, (40, 380), (330, 300), "Read me")
@@ -222,13 +235,7 @@ def text_to_3d(info: dict[str, Any]) -> dict[str, Any]:
     export = g.add("Latent3DExportMesh", (870, 80), (340, 290))
     preview = g.add("Preview3D", (1250, 80), (560, 620), title="Preview 3D (textured mesh)")
     turntable = g.add("PreviewImage", (870, 420), (340, 380), title="Turntable")
-    g.link(ckpt, "MODEL", train, "model")
-    g.link(ckpt, "CLIP", train, "clip")
-    g.link(ckpt, "VAE", train, "vae")
-    g.link(ckpt, "VAE", export, "vae")
-    g.link(train, "nerf", export, "nerf")
-    g.link(train, "turntable", turntable, "images")
-    g.link(export, "model_file", preview, "model_file")
+    wire_training(g, ckpt, train, export, turntable, preview)
     return g.to_json("latent3d_text_to_3d")
 
 
@@ -264,14 +271,7 @@ def sketch_lego_man(info: dict[str, Any]) -> dict[str, Any]:
     preview = g.add("Preview3D", (1940, 80), (480, 560), title="Preview 3D (textured mesh)")
     g.link(previous, "preview_file", sketch_view, "model_file")
     g.link(previous, "sketch", loss, "sketch")
-    g.link(ckpt, "MODEL", train, "model")
-    g.link(ckpt, "CLIP", train, "clip")
-    g.link(loss, "shape_guide", train, "shape_guide")
-    g.link(ckpt, "VAE", train, "vae")
-    g.link(ckpt, "VAE", export, "vae")
-    g.link(train, "nerf", export, "nerf")
-    g.link(train, "turntable", turntable, "images")
-    g.link(export, "model_file", preview, "model_file")
+    wire_training(g, ckpt, train, export, turntable, preview, shape_guide=loss)
     return g.to_json("latent3d_sketch_lego_man")
 
 
