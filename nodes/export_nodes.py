@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from comfy_api.latest import io
 
-from ..latent3d.export import extract_mesh, save_mesh
+from ..latent3d.export import export_mesh
 from . import host
 from .schema import build_schema
 from .spec import build_config
@@ -24,10 +22,7 @@ class ExportMesh(io.ComfyNode):
         if not isinstance(nerf, TrainedNerf):
             raise ValueError("Export Mesh: connect 'nerf' to the output of Latent-NeRF Train")
         config = build_config(EXPORT_MESH, widgets)
-        if format == "ply":  # a PLY carries vertex colours, not textures
-            config = dataclasses.replace(config, color_mode="vertex")
         path, relative = host.unique_output(filename_prefix, f".{format}")
         with host.pip_hint(EXPORT_MESH.display_name):
-            mesh = extract_mesh(nerf.model, config, host.texture_decoder(vae, nerf.to_vae_latent))
-            save_mesh(mesh, path, format)
+            mesh, _ = export_mesh(nerf.model, path, format, config, host.texture_decoder(vae, nerf.to_vae_latent))
         return io.NodeOutput(relative, host.core_mesh(mesh))

@@ -7,7 +7,7 @@
 
 from .bake import Decoder
 from .config import DEFAULT_TEXTURE_FACE_BUDGET, ExportConfig
-from .extract import export_checkpoint, extract_mesh
+from .extract import export_checkpoint, export_mesh, extract_mesh
 from .mesh import TexturedMesh
 from .writers import FORMATS, save_mesh, write_glb, write_obj, write_ply
 
@@ -18,6 +18,7 @@ __all__ = [
     "FORMATS",
     "TexturedMesh",
     "export_checkpoint",
+    "export_mesh",
     "extract_mesh",
     "save_mesh",
     "write_glb",

@@ -131,12 +131,23 @@ def export_checkpoint(
         raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     if name is not None and (not name or Path(name).name != name):
         raise ValueError(f"name must be a plain file name without folders, got {name!r}")
+    model, _, record = load_latent_nerf(checkpoint_path, device)
+    model.eval()
+    stem = name or Path(checkpoint_path).stem
+    return export_mesh(model, Path(out_dir) / f"{stem}.{format}", format, config, decode)[1]
+
+
+def export_mesh(
+    model: RadianceField, path: str | os.PathLike, format: str, config: ExportConfig | None = None, decode: Decoder | None = None
+) -> tuple[TexturedMesh, list[Path]]:
+    """Extract the mesh for ``format`` and write it to ``path``: (mesh, written paths, mesh file first).
+
+    A PLY cannot hold a texture, so "ply" is extracted with color_mode "vertex".
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     config = ExportConfig() if config is None else config
     if format == "ply" and isinstance(config, ExportConfig) and config.color_mode != "vertex":
         config = dataclasses.replace(config, color_mode="vertex")
-    model, _, record = load_latent_nerf(checkpoint_path, device)
-    model.eval()
     mesh = extract_mesh(model, config, decode)
-    mesh.info.update(checkpoint=str(checkpoint_path), step=record.get("step"))
-    stem = name or Path(checkpoint_path).stem
-    return save_mesh(mesh, Path(out_dir) / f"{stem}.{format}", format)
+    return mesh, save_mesh(mesh, path, format)
