@@ -78,9 +78,5 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[dict[str, to
     return load_file(str(path), device=str(device)), record
 
 
-def generator_state(generator: torch.Generator) -> torch.Tensor:
-    return generator.get_state()
-
-
 def subdict(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

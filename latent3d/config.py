@@ -31,7 +31,3 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-def config_replace(config: T, **changes: Any) -> T:
-    return dataclasses.replace(config, **changes)
