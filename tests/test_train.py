@@ -203,7 +203,7 @@ def test_resume_refuses_another_shape_guide(tmp_path):
         def __init__(self, name):
             self.name = name
 
-        def __call__(self, points, sigma, step):
+        def __call__(self, points, sigma, deltas, step):
             return sigma.sum() * 0.0
 
         def fingerprint(self):

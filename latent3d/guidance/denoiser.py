@@ -6,6 +6,7 @@ schedule ᾱ_t. ComfyUI's MODEL (nodes/), a diffusers UNet and the analytic orac
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
@@ -38,6 +39,25 @@ class Denoiser(Protocol):
         ``cameras`` (len B) is per-view context; real models ignore it, the oracle needs it.
         """
         ...
+
+
+def denoiser_fingerprint(denoiser: Any) -> str | None:
+    """``denoiser.fingerprint()`` when it has one (checkpoints record it so a run is not resumed with another
+    model), else None."""
+    fingerprint = getattr(denoiser, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
+def weights_digest(parameters: list[torch.Tensor], *extra: str, sample: int = 4096) -> str:
+    """16 hex digits identifying a set of weights cheaply: sha256 of the first ``sample`` values of the
+    first, middle and last tensor (a different checkpoint differs there), their shapes, and ``extra``."""
+    digest = hashlib.sha256("|".join(extra).encode())
+    chosen = [parameters[0], parameters[len(parameters) // 2], parameters[-1]] if parameters else []
+    for tensor in chosen:
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().flatten()[:sample].float().cpu().numpy().tobytes())
+    digest.update(repr(len(parameters)).encode())
+    return digest.hexdigest()[:16]
 
 
 def scaled_linear_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 0.012, steps: int = 1000) -> torch.Tensor:
@@ -92,6 +112,11 @@ class DiffusersDenoiser:
     @classmethod
     def from_scheduler_config(cls, unet: torch.nn.Module, scheduler_config: dict[str, Any]) -> "DiffusersDenoiser":
         return cls(unet, alphas_cumprod_from_scheduler_config(scheduler_config), scheduler_config.get("prediction_type", "epsilon"))
+
+    def fingerprint(self) -> str:
+        """Identity of the UNet weights, its prediction type and noise schedule (see ``weights_digest``)."""
+        alphas = hashlib.sha256(self.alphas_cumprod.numpy().tobytes()).hexdigest()[:8]
+        return weights_digest(list(self.unet.parameters()), self.prediction_type, alphas)
 
     @torch.no_grad()
     def predict_noise(self, z_t, t, embeddings, cameras=None):
