@@ -126,9 +126,12 @@ def test_field_density_blob_and_gradient_clamp():
     x = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.9, 0.9]])
     with torch.no_grad():
         sigma, latent = field(x)
+        h = field.mlp(field.encoding((x + 1) / 2))  # the MLP's own output, before the blob
     assert latent.shape == (2, 4)
-    # at init the MLP output is ~0, so σ ≈ exp(5) at the centre and ≈ 1 far away
-    assert abs(math.log(float(sigma[0])) - 5.0) < 0.05 and abs(math.log(float(sigma[1]))) < 0.05
+    torch.testing.assert_close(latent, h[:, 1:])
+    # σ = exp(h0 + 5·exp(−‖x‖²/(2·0.2²))): the blob adds 5 at the centre and ≈ 0 far away
+    blob = 5.0 * torch.exp(-(x * x).sum(-1) / (2 * 0.2**2))
+    torch.testing.assert_close(sigma.log(), h[:, 0] + blob)
     x = torch.tensor([20.0, -20.0, 3.0], requires_grad=True)
     trunc_exp(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.exp(torch.tensor([15.0, -15.0, 3.0])))

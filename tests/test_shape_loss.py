@@ -66,10 +66,14 @@ def test_loss_equals_hand_computation():
     sigma = torch.tensor([5.0, 2.0, 0.5, 30.0])
     inside, distance = [1, 0, 1, 0], [a, 0.9 - a, a - 0.2, 0.05]
     expected = _hand_loss(inside, distance, sigma.tolist(), 0.3)
-    assert float(guide.loss(points, sigma)) == pytest.approx(expected, rel=1e-5)
-    assert float(guide(points, sigma, step=0)) == pytest.approx(0.25 * expected, rel=1e-5)
+    # at the official step 2√3/1024 the loss is the official plain sum over samples
+    official = torch.full((4,), 2 * math.sqrt(3) / 1024)
+    assert float(guide.loss(points, sigma, official)) == pytest.approx(expected, rel=1e-5)
+    assert float(guide(points, sigma, official, step=0)) == pytest.approx(0.25 * expected, rel=1e-5)
+    # a sample standing for a 3× longer piece of ray weighs 3×: the loss is per unit length
+    assert float(guide.loss(points, sigma, 3 * official)) == pytest.approx(3 * expected, rel=1e-5)
     # the pure function on given targets, too
-    value = sketch_shape_loss(torch.tensor(inside, dtype=torch.float32), proximity_weight(torch.tensor(distance), 0.3), sigma)
+    value = sketch_shape_loss(torch.tensor(inside, dtype=torch.float32), proximity_weight(torch.tensor(distance), 0.3), sigma, official)
     assert float(value) == pytest.approx(expected, rel=1e-5)
 
 
@@ -78,7 +82,7 @@ def test_gradient_signs_and_weights():
     points = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.95], [0.0, 0.66, 0.0], [0.0, 0.74, 0.0]])
     points.requires_grad_(True)
     sigma = torch.full((4,), 3.0, requires_grad=True)
-    guide(points, sigma, step=0).backward()
+    guide(points, sigma, torch.full((4,), 0.01), step=0).backward()
     grad = sigma.grad
     assert torch.isfinite(grad).all()
     assert grad[0] < 0 and grad[2] < 0  # inside: gradient descent raises the density
@@ -95,9 +99,9 @@ def test_zero_weight_skips_the_queries():
     config = SketchShapeConfig(fade_start=0, fade_end=10)
     guide = SketchShapeGuide(Exploding(), make_box(), config, "0" * 16)
     sigma = torch.ones(3, requires_grad=True)
-    assert float(guide(torch.zeros(3, 3), sigma, step=10)) == 0.0
-    with pytest.raises(ValueError, match=r"points must be \[S, 3\] and sigma \[S\], got \[3, 3\] and \[2\]"):
-        guide.loss(torch.zeros(3, 3), torch.ones(2))
+    assert float(guide(torch.zeros(3, 3), sigma, torch.ones(3), step=10)) == 0.0
+    with pytest.raises(ValueError, match=r"points must be \[S, 3\], sigma and deltas \[S\], got \[3, 3\], \[2\] and \[3\]"):
+        guide.loss(torch.zeros(3, 3), torch.ones(2), torch.ones(3))
 
 
 def test_fingerprint_tracks_mesh_and_config():
@@ -123,7 +127,8 @@ def test_grid_mode_matches_exact_mode():
     generator = torch.Generator().manual_seed(0)
     points = torch.rand(30000, 3, generator=generator) * 1.6 - 0.8
     sigma = torch.rand(30000, generator=generator) * 30
-    l_exact, l_grid = float(exact.loss(points, sigma)), float(grid.loss(points, sigma))
+    deltas = torch.full_like(sigma, 0.01)
+    l_exact, l_grid = float(exact.loss(points, sigma, deltas)), float(grid.loss(points, sigma, deltas))
     assert abs(l_grid - l_exact) / l_exact < 0.01
     inside_exact, _ = exact.targets(points)
     inside_grid, _ = grid.targets(points)

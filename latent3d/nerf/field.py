@@ -52,13 +52,22 @@ class FieldConfig:
             raise ValueError(f"FieldConfig.background must be 'mlp', 'constant' or 'none', got {self.background!r}")
 
 
+DENSITY_EXPONENT_MAX = 15.0
+"""σ = exp(min(h, 15)) ≤ 3.3e6: the forward is bounded like the official backward (which clamps the
+exponent to [-15, 15]). Unbounded, long runs pushed h past ln(FLT_MAX) ≈ 88.7, σ became inf and σδ's
+cumulative sum NaN, and from then on most steps were skipped. The bound changes no render: a sample with
+σ ≥ 3.3e6 is opaque (1 − exp(−σδ) = 1 in float32) for any step δ > 1e-5, and the sketch loss's occupancy
+1 − exp(−0.2σ) saturates far below it."""
+
+
 class _TruncExp(torch.autograd.Function):
-    """exp(x) whose backward clamps the exponent to [-15, 15] (stable gradients for large densities)."""
+    """exp(min(x, DENSITY_EXPONENT_MAX)) whose backward is grad·exp(clamp(x, −15, 15)) (the official
+    truncated exponential's stable gradient, passed through where the forward is bounded)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return torch.exp(x)
+        return torch.exp(x.clamp(max=DENSITY_EXPONENT_MAX))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -89,8 +98,8 @@ class LatentField(nn.Module):
         super().__init__()
         self.config = config
         self.encoding = make_grid_encoding(config.grid, device)
-        # tiny-cuda-nn's fused MLP has no biases; the torch twin follows it so both have one contract
-        self.mlp = mlp(config.grid.output_dim, config.hidden_dim, config.hidden_layers, 1 + config.latent_channels, bias=False).to(device)
+        # the official MLP (32 -> 64 -> 64 -> 5, ReLU) has biases
+        self.mlp = mlp(config.grid.output_dim, config.hidden_dim, config.hidden_layers, 1 + config.latent_channels, bias=True).to(device)
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bound = self.config.bound

@@ -14,13 +14,14 @@ class LatentNeRF(nn.Module):
     """A latent radiance field with its background and occupancy grid.
 
     ``query(x)`` -> (σ [N], latent [N, C]) and ``density(x)`` at world points; ``render`` draws views.
-    Its ``state_dict`` holds everything needed to render it again.
+    Its ``state_dict`` holds everything needed to render it again. ``render_config`` is stored resolved
+    for ``device`` (an automatic step size becomes the device's default).
     """
 
     def __init__(self, field_config: FieldConfig, render_config: RenderConfig, device="cpu") -> None:
         super().__init__()
         self.field_config = field_config
-        self.render_config = render_config
+        self.render_config = render_config.resolved(device)
         self.field = LatentField(field_config, device)
         self.background = Background(field_config, device)
         self.occupancy = OccupancyGrid(render_config.occupancy_resolution, field_config.bound, device)

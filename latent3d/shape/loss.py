@@ -4,7 +4,8 @@ For each sample p of the current view with density σ(p):
     ind(p) = 1 if winding(p) > 0.5 else 0                      (inside the sketch)
     ω(p)   = 1 − exp(−d(p)² / (2 σ_S²))                          (d: distance to the sketch surface)
     α(p)   = clamp(1 − exp(−0.2 σ(p)), 0, 1)                     (occupancy of the sample)
-    L      = Σ_p ω(p) · [−α log(clip(ind)) − (1 − α) log(clip(1 − ind))],  clip to [0.01, 0.99]
+    L      = Σ_p (δ_p/δ_0) · ω(p) · [−α log(clip(ind)) − (1 − α) log(clip(1 − ind))],  clip to [0.01, 0.99]
+with δ_p the ray length sample p stands for (the marching step) and δ_0 = 2√3/1024 the official step.
 ω ≈ 0 near the surface leaves a band of width ~σ_S ("proximal_surface") free for the text guidance to
 shape; deep inside the sketch density is pushed up, far outside it is pushed down. The targets depend on
 the sample positions only, so gradients reach σ alone.
@@ -12,8 +13,15 @@ the sample positions only, so gradients reach σ alone.
 Weighting relative to the official code: it injected its SDS gradient without the fp16 gradient scaler's
 2^16 factor, so its written shape weight 5e-6 acted as 5e-6 · 2^16 ≈ 0.328 relative to SDS. Our SDS loss
 is properly scaled (DESIGN §1), so the default ``shape_weight`` is that effective value, 0.33
-(threestudio uses 1.0). Like the official loss, L is a sum over samples, not a mean: its size grows with
-the number of samples per view (≈ 0.1 per sample; ≈ 5e3 for the ≈ 45k samples of a fresh field's 64×64 view).
+(threestudio uses 1.0 at its step 0.0068).
+
+Step size: the official loss is a plain sum over the samples of a view, so its strength is proportional to
+the number of samples per unit ray length, i.e. to 1/step. Each sample here is weighted by δ_p/δ_0, which
+makes L a per-unit-length quantity (a Riemann sum of ∫ ω·CE ds / δ_0): it equals the official sum at the
+official step and keeps that strength at any other step (the CPU default step 2/128 is 4.6× longer; an
+unweighted sum there would be 4.6× weaker), so ``shape_weight`` means the same on every device. L is not a
+mean: it grows with the ray length through the object (≈ 0.1 per official-step sample; ≈ 5e3 for a fresh
+field's 64×64 view).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from ..nerf.render import OFFICIAL_STEP_SIZE
 from .checks import SketchReport, prepare_sketch
 from .mesh_io import Mesh, load_mesh, normalize_mesh
 from .winding import ExactSketch, SketchField, SketchGrid
@@ -71,6 +80,10 @@ class SketchShapeConfig:
     """Step from which the weight is 0 (and the loss is not evaluated)."""
     chunk: int = 65536
     """Points per libigl call when querying or building the grid (bounds the temporary memory)."""
+    max_faces: int = 100_000
+    """Sketches with more faces are decimated (quadric error) to this many first, with a warning: a sketch
+    is coarse guidance, and the grid's build time grows with the face count (at 128³ on 2 CPU cores: ≈ 2.4 s
+    for 5.8k faces, ≈ 8 s for 92k, ≈ 40 s for 1.47M; decimating 1.47M faces to 100k takes ≈ 3.5 s)."""
 
     def __post_init__(self) -> None:
         for name in ("mesh_scale", "proximal_surface", "grid_bound"):
@@ -89,6 +102,8 @@ class SketchShapeConfig:
             raise ValueError(f"SketchShapeConfig.grid_resolution must be an integer in [8, 512], got {self.grid_resolution!r}")
         if not isinstance(self.chunk, int) or self.chunk <= 0:
             raise ValueError(f"SketchShapeConfig.chunk must be a positive integer, got {self.chunk!r}")
+        if not isinstance(self.max_faces, int) or isinstance(self.max_faces, bool) or self.max_faces < 100:
+            raise ValueError(f"SketchShapeConfig.max_faces must be an integer >= 100, got {self.max_faces!r}")
         self._check_fade()
 
     def _check_fade(self) -> None:
@@ -129,15 +144,16 @@ def proximity_weight(distance: torch.Tensor, proximal_surface: float) -> torch.T
     return 1 - torch.exp(-distance.square() / (2 * proximal_surface**2))
 
 
-def sketch_shape_loss(inside: torch.Tensor, weight: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Σ ω·[−α log(clip(ind)) − (1 − α) log(clip(1 − ind))] over samples; inside, weight, sigma: [S].
+def sketch_shape_loss(inside: torch.Tensor, weight: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """Σ (δ/δ_0)·ω·[−α log(clip(ind)) − (1 − α) log(clip(1 − ind))] over samples; all arguments [S].
 
-    ``inside`` holds the 0/1 targets (float); only ``sigma`` should carry gradients.
+    ``inside`` holds the 0/1 targets (float), ``deltas`` the ray length each sample stands for; δ_0 is the
+    official step (module docstring). Only ``sigma`` should carry gradients.
     """
     alpha = occupancy(sigma.float())
     target = inside.float()
     cross_entropy = -(alpha * torch.log(target.clamp(CLIP, 1 - CLIP)) + (1 - alpha) * torch.log((1 - target).clamp(CLIP, 1 - CLIP)))
-    return (weight.float() * cross_entropy).sum()
+    return (deltas.float() / OFFICIAL_STEP_SIZE * weight.float() * cross_entropy).sum()
 
 
 class SketchShapeGuide:
@@ -166,18 +182,18 @@ class SketchShapeGuide:
         winding, distance = self.field.query(points)
         return (winding > 0.5).float(), proximity_weight(distance, self.config.proximal_surface)
 
-    def loss(self, points: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The unweighted summed loss L over the samples (points [S, 3], sigma [S])."""
-        if points.dim() != 2 or points.shape[1] != 3 or sigma.shape != points.shape[:1]:
-            raise ValueError(f"points must be [S, 3] and sigma [S], got {list(points.shape)} and {list(sigma.shape)}")
+    def loss(self, points: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """The loss L over the samples before ``shape_weight`` (points [S, 3], sigma [S], deltas [S])."""
+        if points.dim() != 2 or points.shape[1] != 3 or sigma.shape != points.shape[:1] or deltas.shape != points.shape[:1]:
+            raise ValueError(f"points must be [S, 3], sigma and deltas [S], got {list(points.shape)}, {list(sigma.shape)} and {list(deltas.shape)}")
         inside, weight = self.targets(points)
-        return sketch_shape_loss(inside, weight, sigma)
+        return sketch_shape_loss(inside, weight, sigma, deltas)
 
-    def __call__(self, points: torch.Tensor, sigma: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, points: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, step: int) -> torch.Tensor:
         weight = self.weight_at(step)
         if weight == 0.0 or points.shape[0] == 0:
             return sigma.new_zeros((), dtype=torch.float32)
-        return weight * self.loss(points, sigma)
+        return weight * self.loss(points, sigma, deltas)
 
     def to(self, device: torch.device | str) -> "SketchShapeGuide":
         """The same guide with its grid on ``device`` (exact mode always queries on the CPU)."""
@@ -199,30 +215,38 @@ def sketch_fingerprint(mesh: Mesh, config: SketchShapeConfig) -> str:
     return digest.hexdigest()[:16]
 
 
+Progress = Callable[[str, int, int], None]
+"""on_progress(stage, done, total): "sketch check", "sketch decimate" (once each) and "sketch grid" (per chunk)."""
+
+
 def make_shape_guide(
     mesh: Mesh | str | os.PathLike,
     config: SketchShapeConfig | None = None,
     device: torch.device | str = "cpu",
     *,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> SketchShapeGuide:
     """Build the Sketch-Shape guide from a raw mesh (or a mesh file path) and ``config``.
 
-    The mesh is normalized here (``normalize_mesh`` with the config's mesh_scale, rotation and offset),
-    checked (warnings for open or overlapping sketches; inside-out ones are flipped), then either wrapped
-    for exact per-sample queries or sampled onto the grid (``on_progress(done, total)`` per chunk).
+    The mesh is decimated when it has more than ``config.max_faces`` faces (with a warning), normalized
+    (``normalize_mesh`` with the config's mesh_scale, rotation and offset), checked (warnings for open or
+    overlapping sketches; inside-out ones are flipped), then either wrapped for exact per-sample queries or
+    sampled onto the grid. ``on_progress`` (see ``Progress``) reports each stage; it may raise to abort.
     """
     config = config if config is not None else SketchShapeConfig()
     if not isinstance(config, SketchShapeConfig):
         raise ValueError(f"config must be a SketchShapeConfig, got {type(config).__name__}")
     if not isinstance(mesh, Mesh):
         mesh = load_mesh(mesh)
+    report_stage = on_progress or (lambda stage, done, total: None)
     fingerprint = sketch_fingerprint(mesh, config)
-    sketch = normalize_mesh(mesh, config.mesh_scale, config.rotation_deg, config.offset)
+    sketch = normalize_mesh(_decimated(mesh, config.max_faces, report_stage), config.mesh_scale, config.rotation_deg, config.offset)
+    report_stage("sketch check", 0, 1)
     exact = ExactSketch(sketch, config.chunk)
     checked, report = prepare_sketch(sketch, exact.winding_number_np)
     if checked is not sketch:  # flipped: rebuild the trees for the flipped faces
         sketch, exact = checked, ExactSketch(checked, config.chunk)
+    report_stage("sketch check", 1, 1)
     reach = float(np.abs(sketch.vertices).max())
     if reach > config.grid_bound:
         warnings.warn(
@@ -234,5 +258,23 @@ def make_shape_guide(
     if config.mode == "exact":
         field: SketchField = exact
     else:
-        field = SketchGrid.build(exact, config.grid_resolution, config.grid_bound, on_progress).to(device)
+        grid_progress = lambda done, total: report_stage("sketch grid", done, total)  # noqa: E731
+        field = SketchGrid.build(exact, config.grid_resolution, config.grid_bound, grid_progress).to(device)
     return SketchShapeGuide(field, sketch, config, fingerprint, report)
+
+
+def _decimated(mesh: Mesh, max_faces: int, report_stage: Progress) -> Mesh:
+    """``mesh`` with at most ``max_faces`` faces (quadric decimation, warned), the mesh itself when it has fewer."""
+    if mesh.num_faces <= max_faces:
+        return mesh
+    from ..export.surface import decimate
+
+    warnings.warn(
+        f"sketch {mesh.source} has {mesh.num_faces} faces, more than max_faces={max_faces}: decimated to {max_faces} "
+        "(a sketch is coarse guidance; raise SketchShapeConfig.max_faces to keep more)",
+        stacklevel=3,
+    )
+    report_stage("sketch decimate", 0, 1)
+    vertices, faces = decimate(mesh.vertices, mesh.faces, max_faces)
+    report_stage("sketch decimate", 1, 1)
+    return Mesh(vertices, faces, source=mesh.source)
