@@ -237,6 +237,20 @@ def _read_model_index(folder: Path, argument: str) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read {index}: {e}") from e
 
 
+def _require_safetensors(folder: Path, stem: str) -> None:
+    """Refuse a component that ships only pickled weights (``.bin``/``.pt``/``.ckpt``): they are never loaded."""
+    if any(folder.glob(f"{stem}*.safetensors")) or any(folder.glob(f"{stem}*.safetensors.index.json")):
+        return
+    pickled = sorted(p.name for p in folder.glob(f"{stem}*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise ModelLoadError(
+            f"{folder} holds only pickled weights ({', '.join(pickled)}); Latent3D loads diffusers folders with .safetensors "
+            f"weights only (pickle can run code). Download the safetensors files of this model (most hub models have them: "
+            f"{stem}.safetensors), or convert the folder once with a tool you trust"
+        )
+    raise ModelLoadError(f"{folder} has no weights ({stem}.safetensors missing)")
+
+
 def _weights_variant(folder: Path, stem: str) -> str | None:
     """"fp16" when a component folder only ships fp16-variant weights (``<stem>.fp16.safetensors``)."""
     if any(folder.glob(f"{stem}.safetensors*")) or any(folder.glob(f"{stem}-*")) or any(folder.glob(f"{stem}.bin")):
@@ -274,6 +288,8 @@ def _load_folder(folder: Path, device, dtype, name: str) -> SdComponents:
     classes = _component_classes(folder, _read_model_index(folder, "model"))
     device, dtype = resolve_device_dtype(device, dtype)
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    for component, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")):
+        _require_safetensors(folder / component, stem)
     try:
         unet, vae = (
             classes[c].from_pretrained(folder, subfolder=c, variant=_weights_variant(folder / c, "diffusion_pytorch_model"), torch_dtype=dtype, local_files_only=True)
@@ -314,7 +330,8 @@ def _load_single_file(path: Path, config: str | os.PathLike | None, device, dtyp
         raise ModelLoadError(
             f"single-file checkpoint {str(path)!r} needs the diffusers configs of its model family (UNet/VAE/text "
             f"encoder shapes, tokenizer, scheduler), which diffusers fetches from the hub, but HF_HUB_OFFLINE=1. "
-            f"Pass config=<a local diffusers folder of the same family, e.g. a saved SD1.5 pipeline> or allow hub access"
+            f"Give a local diffusers folder of the same family (e.g. a saved SD1.5 pipeline) as its config: --model-config "
+            f"on the command line, config= in load_stable_diffusion; or allow hub access"
         )
     if config is not None:
         _read_model_index(Path(config), "config")

@@ -103,6 +103,12 @@ class ComfyDenoiser:
         self.embedding_dim: int | None = int(model.model.model_config.unet_config["context_dim"])
         self.latent_channels = int(model.model.latent_format.latent_channels)
 
+    def fingerprint(self) -> str:
+        """The MODEL's identity (weights sample, family, LoRA and object patches); checkpoints record it."""
+        from .host import model_fingerprint
+
+        return model_fingerprint(self.model)
+
     def load(self, latent_shape: Sequence[int] | None = None) -> None:
         """Load (and patch) the model on its device; well under a millisecond when it already is.
 

@@ -19,6 +19,9 @@ import torch
 
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+MAX_NAME_BYTES = 200
+"""Longest folder or file name a user may give (leaves room for the appended counter and extension)."""
+MAX_PATH_BYTES = 1000
 
 
 # -- paths -------------------------------------------------------------------------------------------
@@ -32,6 +35,12 @@ def safe_relative(value: str, argument: str) -> PurePosixPath:
         raise ValueError(f"{argument} must be relative to ComfyUI's folder, got an absolute path {value!r}")
     if ".." in path.parts:
         raise ValueError(f"{argument} must not contain '..', got {value!r}")
+    longest = max(path.parts, key=lambda part: len(part.encode()), default="")
+    if len(longest.encode()) > MAX_NAME_BYTES or len(text.encode()) > MAX_PATH_BYTES:
+        raise ValueError(
+            f"{argument} is too long: each folder or file name may have at most {MAX_NAME_BYTES} bytes and the whole path "
+            f"{MAX_PATH_BYTES} (file systems allow 255 per name, and a counter and extension are appended), got {len(text)} characters"
+        )
     return path
 
 
@@ -96,15 +105,11 @@ def run_directory(key: str) -> Path:
 # -- identity of a run -----------------------------------------------------------------------------------
 def model_fingerprint(model: Any) -> str:
     """A cheap identity for a ComfyUI MODEL: family, a sample of UNet weights, and its patches (LoRA)."""
-    digest = hashlib.sha256(type(model.model.model_config).__name__.encode())
-    params = list(model.model.diffusion_model.parameters())
-    for tensor in (params[0], params[len(params) // 2], params[-1]):
-        sample = tensor.detach().flatten()[:4096].float().cpu()
-        digest.update(sample.numpy().tobytes())
+    from ..latent3d.guidance.denoiser import weights_digest
+
     patches = sorted((key, len(value), repr([p[0] for p in value])) for key, value in getattr(model, "patches", {}).items())
-    digest.update(repr(patches).encode())
-    digest.update(repr(sorted(getattr(model, "object_patches", {}).keys())).encode())
-    return digest.hexdigest()[:16]
+    objects = sorted(getattr(model, "object_patches", {}).keys())
+    return weights_digest(list(model.model.diffusion_model.parameters()), type(model.model.model_config).__name__, repr(patches), repr(objects))
 
 
 def run_key(*parts: Any) -> str:
@@ -167,12 +172,16 @@ class HostProgress:
             self.bar.update_absolute(start_step, total)
 
     def _send(self, data: dict[str, Any]) -> None:
+        self.send(self.node_id, data)
+
+    @classmethod
+    def send(cls, node_id: str | None, data: dict[str, Any]) -> None:
         import sys
 
         server = sys.modules.get("server")  # only inside a running ComfyUI server (never import it here)
         instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-        if self.node_id is not None and instance is not None:
-            instance.send_sync(self.EVENT, {"node": self.node_id, **data})
+        if node_id is not None and instance is not None:
+            instance.send_sync(cls.EVENT, {"node": node_id, **data})
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.pending.append([step, metrics["loss"]])
@@ -198,6 +207,22 @@ class HostProgress:
     def finish(self, status: str, step: int, skipped: int) -> None:
         self._send({"step": step, "total": self.total, "losses": self.pending, "state": status, "skipped": skipped})
         self.pending = []
+
+
+def stage_progress(node_id: str | None) -> Callable[[str, int, int], None]:
+    """``on_progress(stage, done, total)`` for long preparations (the sketch grid): the node's progress bar
+    (also an interrupt point) and a line in the live panel."""
+    import comfy.utils
+
+    bars: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = comfy.utils.ProgressBar(total, node_id=node_id)
+            HostProgress.send(node_id, {"state": "preparing", "stage": stage})
+        bars[stage].update_absolute(done, total)
+
+    return report
 
 
 def raise_interrupted() -> None:
@@ -296,11 +321,19 @@ def write_sketch_preview(sketch) -> str:
     return relative
 
 
-def checkpoint_step(path: Path) -> int:
-    """Completed steps of an existing checkpoint (0 when there is none or it cannot be read)."""
-    from ..latent3d.checkpoint import read_record
+def checkpoint_step(path: Path, node: str) -> int:
+    """Completed steps of an existing checkpoint (0 when there is none).
 
-    try:
-        return int(read_record(path).get("step", 0)) if path.exists() else 0
-    except (ValueError, OSError):
+    An unreadable one raises a ValueError that says what to do: it is never silently overwritten.
+    """
+    from ..latent3d.checkpoint import CheckpointError, read_record
+
+    if not path.exists():
         return 0
+    try:
+        return int(read_record(path).get("step", 0))
+    except (CheckpointError, OSError) as error:
+        raise ValueError(
+            f"{node}: the checkpoint of this run cannot be read ({error}). Turn 'resume' off to start the run over "
+            f"(the file is replaced), or delete {path.parent}"
+        ) from error

@@ -31,13 +31,14 @@ class LatentNeRFTrain(io.ComfyNode):
         denoiser = ComfyDenoiser(model)
         embeddings = host.view_embeddings(clip, prompt, negative, view_dependent, overrides)
         with host.pip_hint(LATENT_NERF_TRAIN.display_name):
-            guide = shape_guide.build(device) if shape_guide is not None else None
+            guide = shape_guide.build(device, host.stage_progress(cls.hidden.unique_id)) if shape_guide is not None else None
         key = host.run_key(run_identity(config), embeddings.fingerprint(), host.model_fingerprint(model), guide and guide.fingerprint())
         checkpoint = host.run_directory(key) / "nerf.safetensors"
         fmt = model.model.latent_format
         trained = TrainedNerf(None, config, checkpoint, float(fmt.scale_factor), float(getattr(fmt, "shift_factor", 0.0)))
         decode = lambda z: to_pil(host.latent_images(z[None], vae, trained.to_vae_latent)[0])  # noqa: E731
-        progress = host.HostProgress(cls.hidden.unique_id, config.iterations, decode, host.checkpoint_step(checkpoint) if resume else 0)
+        start = host.checkpoint_step(checkpoint, LATENT_NERF_TRAIN.display_name) if resume else 0
+        progress = host.HostProgress(cls.hidden.unique_id, config.iterations, decode, start)
         with host.training_mode():
             result = fit_latent_nerf(
                 config, denoiser, embeddings, device=device, shape_guide=guide, on_step=progress.on_step, on_metrics=progress.on_metrics,

@@ -107,7 +107,7 @@ LATENT_NERF_TRAIN = NodeSpec(
         Widget("resolution", "INT", "Latent render size per step (64 = a 512² image).", field="resolution", min=8, max=256, step=8),
         Widget("lr_grid", "FLOAT", "Adam learning rate of the hash grid.", field="lr_grid", min=1e-5, max=1.0, step=1e-4),
         Widget("lr_mlp", "FLOAT", "Adam learning rate of the MLPs.", field="lr_mlp", min=1e-6, max=1.0, step=1e-4),
-        Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight: pushes every pixel to fully empty or fully solid.", field="sparsity_weight", min=0.0, max=1000.0, step=0.5),
+        Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight: pushes every pixel to fully empty or fully solid.", field="sparsity_weight", min=0.0, max=1000.0, step=0.01),
         Widget("preview_every", "INT", "Show a preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
         Widget("preview_resolution", "INT", "Latent size of previews and the turntable (64 = 512 px; smaller is faster to decode).",
                field="preview_resolution", min=8, max=256, step=8),

@@ -1,0 +1,266 @@
+"""``latent3d nerf``: train a Latent-NeRF from a prompt (optionally guided by a sketch mesh)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    CliError,
+    Formatter,
+    add_model_arguments,
+    check_readable_file,
+    device_from,
+    latent_size,
+    load_model,
+    non_negative_int,
+    out_of_memory_types,
+    positive_int,
+    save_turntable,
+    say,
+    stop_on_signals,
+)
+
+CHECKPOINT = "nerf.safetensors"
+RUN_FILES = (CHECKPOINT, "nerf.json", "metrics.jsonl", "turntable.gif")
+
+
+def add_parser(sub) -> None:
+    from ..shape.loss import SketchShapeConfig
+
+    p = sub.add_parser(
+        "nerf", formatter_class=Formatter, help="train a Latent-NeRF from a text prompt by score distillation",
+        description="Train a Latent-NeRF by score distillation through a Stable Diffusion UNet.\n\n"
+        "--out holds one run. Rerunning the same command on a finished run does nothing (exit 0); an unfinished\n"
+        "one continues with --resume; --overwrite starts over.",
+    )
+    p.add_argument("--prompt", required=True, help="what to make, e.g. 'a hamburger'")
+    p.add_argument("--negative", default="", help="negative prompt (the unconditional text)")
+    add_model_arguments(p)
+    p.add_argument("--out", required=True, help="output folder (checkpoint, previews, turntable, metrics.jsonl)")
+    p.add_argument("--preset", choices=["paper", "tiny"], default="paper", help="field/grid size and defaults ('tiny': quick CPU runs)")
+    p.add_argument("--iters", type=int, default=None, help="optimization steps (default: the preset's, paper 5000, tiny 20)")
+    p.add_argument("--resolution", type=int, default=None, help="latent render size, a multiple of 8; 64 = a 512² image (default: paper 64, tiny 16)")
+    p.add_argument("--guidance-scale", type=float, default=100.0, help="classifier-free guidance scale (paper: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    p.add_argument("--preview-every", type=int, default=100, help="write a preview PNG every N steps (0: never)")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="save a checkpoint every N steps (0: only at the end)")
+    p.add_argument("--turntable-frames", type=int, default=24, help="frames of the final turntable GIF (0: none)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda when available)")
+    p.add_argument("--no-view-prompts", action="store_true", help="one prompt for every view (no ', front/side/back/overhead view')")
+    defaults = SketchShapeConfig()
+    g = p.add_argument_group("sketch-shape guidance")
+    g.add_argument("--sketch", default=None, help="a mesh (OBJ/PLY/STL/OFF/GLB/GLTF) that guides the shape")
+    g.add_argument("--mesh-scale", type=float, default=defaults.mesh_scale, help="the sketch's farthest vertex sits at this radius")
+    g.add_argument("--sketch-rotate", type=float, nargs=3, default=list(defaults.rotation_deg), metavar=("X", "Y", "Z"), help="rotation of the sketch in degrees (x, then y, then z)")
+    g.add_argument("--sketch-offset", type=float, nargs=3, default=list(defaults.offset), metavar=("X", "Y", "Z"), help="shift of the sketch after rotation (y up, +z front)")
+    g.add_argument("--proximal-surface", type=float, default=defaults.proximal_surface, help="σ_S: how free the surface region near the sketch is")
+    g.add_argument("--shape-weight", type=float, default=defaults.shape_weight, help="weight of the sketch loss (per unit ray length)")
+    g.add_argument("--sketch-mode", choices=["grid", "exact"], default=defaults.mode, help="precomputed grid (fast) or exact per-sample queries")
+    p.set_defaults(run=run)
+
+
+def _config(args):
+    from ..guidance.sds import SdsConfig
+    from ..nerf.train import NerfConfig
+
+    base = NerfConfig.tiny() if args.preset == "tiny" else NerfConfig.paper()
+    iters = positive_int("--iters", args.iters if args.iters is not None else base.iterations)
+    resolution = latent_size("--resolution", args.resolution if args.resolution is not None else base.resolution)
+    non_negative_int("--preview-every", args.preview_every)
+    non_negative_int("--checkpoint-every", args.checkpoint_every)
+    non_negative_int("--turntable-frames", args.turntable_frames)
+    try:
+        sds = SdsConfig(guidance_scale=args.guidance_scale)
+    except ValueError as e:
+        raise CliError(f"--guidance-scale must be a finite number, got {args.guidance_scale}") from e
+    preview = max(resolution, 64) if args.preset == "paper" else resolution
+    return dataclasses.replace(
+        base, iterations=iters, resolution=resolution, seed=args.seed, preview_every=args.preview_every,
+        preview_resolution=preview, checkpoint_every=args.checkpoint_every, sds=sds,
+    )
+
+
+def _sketch_config(args):
+    from ..shape.loss import SketchShapeConfig
+
+    try:
+        return SketchShapeConfig(
+            mesh_scale=args.mesh_scale, rotation_deg=tuple(args.sketch_rotate), offset=tuple(args.sketch_offset),
+            proximal_surface=args.proximal_surface, shape_weight=args.shape_weight, mode=args.sketch_mode,
+        )
+    except ValueError as e:
+        flags = {"mesh_scale": "--mesh-scale", "rotation_deg": "--sketch-rotate", "offset": "--sketch-offset",
+                 "proximal_surface": "--proximal-surface", "shape_weight": "--shape-weight"}
+        message = str(e)
+        for field, flag in flags.items():
+            message = message.replace(f"SketchShapeConfig.{field}", flag)
+        raise CliError(message) from e
+
+
+def _metadata(args) -> dict:
+    return {"command": "nerf", "prompt": args.prompt, "negative": args.negative, "model": args.model,
+            "model_config": args.model_config, "view_prompts": not args.no_view_prompts, "sketch": args.sketch}
+
+
+def _existing_run(out: Path, args, config) -> tuple[bool, int]:
+    """(finished, resume_from): what --out holds decides between skipping, resuming and refusing."""
+    from ..checkpoint import CheckpointError, read_record
+
+    checkpoint = out / CHECKPOINT
+    if args.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "previews", ignore_errors=True)
+        return False, 0
+    if not checkpoint.exists():
+        return False, 0
+    try:
+        record = read_record(checkpoint)
+    except CheckpointError as e:
+        raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
+    step, meta = int(record.get("step", 0)), record.get("meta") or {}
+    same = all(meta.get(k) == v for k, v in _metadata(args).items() if k != "model_config")
+    if not same:
+        raise CliError(f"--out {out} holds another run (prompt {meta.get('prompt')!r}, model {meta.get('model')!r}); choose another --out or pass --overwrite")
+    if step >= config.iterations:
+        return True, step
+    if not args.resume:
+        raise CliError(f"--out {out} holds an unfinished run ({step} of {record['config'].get('iterations')} steps); pass --resume to continue it or --overwrite to start over")
+    return False, step
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runfolder import FolderLock
+
+    config = _config(args)
+    sketch_path = check_readable_file("--sketch", args.sketch)
+    sketch_config = _sketch_config(args) if sketch_path else None
+    device = device_from("--device", args.device)
+    out = Path(args.out)
+    with FolderLock(out, "latent3d run"):
+        finished, start = _existing_run(out, args, config)
+        if finished:
+            say(f"--out {out} already holds this run, finished at step {start} ({out / CHECKPOINT}); nothing to do")
+            print(out / CHECKPOINT)
+            return 0
+        return _train(args, config, device, out, start, sketch_path, sketch_config)
+
+
+def _train(args, config, device, out: Path, start: int, sketch_path, sketch_config) -> int:
+    import torch
+
+    from ..guidance.prompts import encode_view_prompts
+    from ..loop import NonFiniteRunError
+    from ..nerf.train import fit_latent_nerf
+    from ..runfolder import MetricsLog
+
+    say(f"latent-nerf: {args.prompt!r}, {config.iterations} steps at {config.resolution}² on {device}, output in {out}"
+        + (f" (resuming at step {start})" if start else ""))
+    sketch = _load_sketch(sketch_path) if sketch_path else None
+    components = load_model(args.model, args.model_config, device, say)
+    with torch.no_grad():
+        embeddings = encode_view_prompts(components.encode_text, args.prompt, args.negative, view_dependent=not args.no_view_prompts)
+    guide = _shape_guide(sketch, sketch_config, device) if sketch is not None else None
+    checkpoint = out / CHECKPOINT
+    (out / "previews").mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics, stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
+        def on_step(step: int, total: int, preview) -> None:
+            bar.n = step
+            bar.refresh()
+            if preview is not None:
+                from ..images import to_pil
+
+                with torch.no_grad():
+                    image = components.decode_latents(preview[None].to(device))[0]
+                to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
+
+        def on_metrics(step: int, values: dict) -> None:
+            bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
+            metrics.write({"step": step, **values})
+
+        try:
+            result = fit_latent_nerf(
+                config, components.denoiser, embeddings, device=device, shape_guide=guide, on_step=on_step, on_metrics=on_metrics,
+                should_stop=terminated, checkpoint_path=checkpoint, resume=start > 0, metadata=_metadata(args),
+            )
+        except KeyboardInterrupt:
+            say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
+            return EXIT_INTERRUPTED
+        except NonFiniteRunError as e:
+            raise CliError(str(e)) from e
+        except out_of_memory_types() as e:
+            raise CliError(
+                f"out of memory on {device} at --resolution {config.resolution}: lower --resolution (e.g. 32), use --preset tiny, "
+                f"or a device with more memory; the checkpoint is kept at {checkpoint} ({type(e).__name__})"
+            ) from e
+    if result.status == "interrupted":
+        say(f"stopped by a signal at step {result.step}; checkpoint kept at {checkpoint} (continue with --resume)")
+        return EXIT_TERMINATED
+    written = [checkpoint, out / "metrics.jsonl"] + ([out / "previews"] if config.preview_every else [])
+    if args.turntable_frames > 0:
+        written.append(_turntable(result.model, config, components, device, args.turntable_frames, out))
+    say(f"{result.status}: {result.step} steps ({result.skipped_steps} skipped) in {time.perf_counter() - began:.0f} s; wrote "
+        + ", ".join(str(p) for p in written))
+    print(checkpoint)
+    return 0
+
+
+def _bar(total: int, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="latent-nerf", unit="step", dynamic_ncols=True)
+
+
+def _load_sketch(path: Path):
+    from ..shape.mesh_io import load_mesh
+
+    say(f"reading sketch {path} ...")
+    mesh = load_mesh(path)
+    say(f"sketch: {mesh.num_vertices} vertices, {mesh.num_faces} faces")
+    return mesh
+
+
+def _shape_guide(mesh, config, device):
+    from tqdm import tqdm
+
+    from ..shape.loss import make_shape_guide
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit_scale=True, dynamic_ncols=True, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return make_shape_guide(mesh, config, device, on_progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def _turntable(model, config, components, device, frames: int, out: Path) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from ..nerf.train import turntable_latents
+
+    latents = turntable_latents(model, config, frames, config.preview_resolution)
+    with torch.no_grad():
+        images = torch.cat([components.decode_latents(latents[i : i + 1].to(device)) for i in tqdm(range(frames), desc="turntable", leave=False)])
+    path = out / "turntable.gif"
+    save_turntable(images, path)
+    return path
