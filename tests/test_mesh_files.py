@@ -80,3 +80,198 @@ def test_mtl_colours_and_texture_options():
     assert materials["b"].texture is None and materials["c"].color is None
     with pytest.raises(ValueError, match=r"x\.mtl line 2: 'Kd' needs three numbers r g b, got 'red'"):
         read_mtl("newmtl a\nKd red\n", "x.mtl")
+
+
+# -- confinement of external references ---------------------------------------------------------------
+
+
+@pytest.fixture
+def opened():
+    """Every path opened (Python's 'open' audit event) while the test runs."""
+    import sys
+
+    record: list[str] = []
+    active = [True]
+
+    def hook(event, args):
+        if active[0] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            record.append(os.path.realpath(os.fsdecode(args[0])))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one goes quiet after the test
+    yield record
+    active[0] = False
+
+
+def _box_buffer() -> tuple[bytes, dict]:
+    """A unit box's float32 positions and uint32 indices in one buffer, and the glTF keys describing them."""
+    box = make_box()
+    positions = box.vertices.astype("<f4").tobytes()
+    indices = box.faces.astype("<u4").tobytes()
+    document = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "mode": 4}]}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 8, "type": "VEC3", "min": [-0.5] * 3, "max": [0.5] * 3},
+            {"bufferView": 1, "componentType": 5125, "count": 36, "type": "SCALAR"},
+        ],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(positions)}, {"buffer": 0, "byteOffset": len(positions), "byteLength": len(indices)}],
+    }
+    return positions + indices, document
+
+
+def _png_with_marker() -> bytes:
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("secret", MARKER)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """tmp_path/mesh (where the hostile meshes live) next to secrets that must never be read."""
+    data, _ = _box_buffer()
+    (tmp_path / "secret.bin").write_bytes(data + MARKER.encode() * 4)  # a valid buffer: 4.x would load it
+    (tmp_path / "secret.png").write_bytes(_png_with_marker())
+    (tmp_path / "secret.mtl").write_text(f"newmtl {MARKER}\nKd 1 0 0\nmap_Kd ../secret.png\n")
+    (tmp_path / "mesh").mkdir()
+    return tmp_path / "mesh"
+
+
+def _gltf(folder: Path, buffer_uri: str, image_uri: str | None = None, name: str = "hostile.gltf") -> Path:
+    data, document = _box_buffer()
+    document["buffers"] = [{"uri": buffer_uri, "byteLength": len(data)}]
+    if image_uri is not None:
+        document["images"] = [{"uri": image_uri}]
+        document["textures"] = [{"source": 0}]
+        document["materials"] = [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}]
+        document["meshes"][0]["primitives"][0]["material"] = 0
+    path = folder / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _glb(folder: Path, external_uri: str) -> Path:
+    """A GLB without a BIN chunk whose only buffer is an external file."""
+    data, document = _box_buffer()
+    document["buffers"] = [{"uri": external_uri, "byteLength": len(data)}]
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    path = folder / "hostile.glb"
+    path.write_bytes(b"glTF" + struct.pack("<II", 2, 20 + len(text)) + struct.pack("<II", len(text), 0x4E4F534A) + text)
+    return path
+
+
+def _inline(data: bytes) -> str:
+    return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+
+
+def _assert_refused(path: Path, reference: str, opened, capfd, caplog, call=load_mesh) -> None:
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(UnsafeReferenceError) as info:
+            call(path)
+    message = str(info.value)
+    assert str(path) in message and repr(reference) in message and "inside the mesh's folder" in message
+    out, err = capfd.readouterr()
+    for text in (message, repr(info.value.__cause__), out, err, caplog.text):
+        assert MARKER not in text and "root:" not in text  # neither our secret nor /etc/passwd's content
+    secrets = {os.path.realpath(p) for p in (path.parent.parent / "secret.bin", path.parent.parent / "secret.png", path.parent.parent / "secret.mtl", "/etc/passwd")}
+    assert not secrets & set(opened), sorted(secrets & set(opened))
+
+
+@pytest.mark.parametrize(
+    "uri", ["/etc/passwd", "../secret.bin", "file:///etc/passwd", "%2e%2e/secret.bin", "..\\secret.bin", "sub/../../secret.bin", "C:/secret.bin"]
+)
+def test_gltf_buffer_outside_the_folder_is_refused(folder, opened, capfd, caplog, uri):
+    path = _gltf(folder, uri)
+    _assert_refused(path, uri, opened, capfd, caplog)
+
+
+def test_gltf_image_outside_the_folder_is_refused(folder, opened, capfd, caplog):
+    data, _ = _box_buffer()
+    path = _gltf(folder, _inline(data), image_uri="../secret.png")
+    _assert_refused(path, "../secret.png", opened, capfd, caplog)
+
+
+def test_glb_external_buffer_outside_the_folder_is_refused(folder, opened, capfd, caplog):
+    _assert_refused(_glb(folder, "../secret.bin"), "../secret.bin", opened, capfd, caplog)
+
+
+def test_symlink_leading_out_of_the_folder_is_refused(folder, opened, capfd, caplog):
+    (folder / "link.bin").symlink_to(folder.parent / "secret.bin")
+    path = _gltf(folder, "link.bin")
+    _assert_refused(path, "link.bin", opened, capfd, caplog)
+    with pytest.raises(UnsafeReferenceError, match="escapes the folder through a symlink"):
+        load_mesh(path)
+
+
+def test_ply_texture_file_outside_the_folder_is_refused(folder, opened, capfd, caplog):
+    path = folder / "hostile.ply"
+    path.write_text(
+        "ply\nformat ascii 1.0\ncomment TextureFile ../secret.png\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+    )
+    _assert_refused(path, "../secret.png", opened, capfd, caplog)
+
+
+def test_obj_sketch_never_opens_its_mtllib(folder, opened):
+    path = folder / "hostile.obj"
+    path.write_text("mtllib ../secret.mtl\nusemtl x\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n")
+    assert load_mesh(path).num_faces == 2
+    assert not {os.path.realpath(folder.parent / "secret.mtl"), os.path.realpath(folder.parent / "secret.png")} & set(opened)
+
+
+def test_confined_resolver_refuses_on_its_own(folder, opened):
+    """Guard 2 without guard 1: trimesh given our resolver cannot read the secret either."""
+    import io
+
+    from latent3d.shape.trimesh_io import ConfinedResolver
+
+    path = _gltf(folder, "../secret.bin")
+    resolver = ConfinedResolver(folder, str(path))
+    for name in ("../secret.bin", "/etc/passwd", "file:///etc/passwd", "sub/../../secret.bin"):
+        with pytest.raises(UnsafeReferenceError):
+            resolver.get(name)
+    with pytest.raises(UnsafeReferenceError):
+        trimesh.load(io.BytesIO(path.read_bytes()), file_type="gltf", resolver=resolver)
+    with pytest.raises(UnsafeReferenceError):
+        resolver.namespaced("sub").get("../../secret.bin")
+    assert os.path.realpath(folder.parent / "secret.bin") not in opened
+    assert sorted(resolver.keys()) == ["hostile.gltf"]
+
+
+def test_legitimate_references_inside_the_folder_load(folder):
+    data, _ = _box_buffer()
+    (folder / "my data.bin").write_bytes(data)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "box.bin").write_bytes(data)
+    (folder / "tex.png").write_bytes(_png_with_marker())
+    for uri, image in (("my%20data.bin", None), ("sub/box.bin", "tex.png"), ("sub/../my data.bin", None), (_inline(data), "./tex.png")):
+        mesh = load_mesh(_gltf(folder, uri, image, name="ok.gltf"))
+        assert mesh.num_faces == 12 and mesh.num_vertices == 8
+    (folder / "inside.bin").symlink_to(folder / "sub" / "box.bin")  # a symlink that stays inside is fine
+    assert load_mesh(_gltf(folder, "inside.bin", name="ok.gltf")).num_faces == 12
+    with pytest.raises(ValueError, match=r"could not be read as a GLTF mesh"):
+        load_mesh(_gltf(folder, "missing.bin", name="ok.gltf"))
+
+
+def test_confined_path_rules(tmp_path):
+    assert confined_path("a/b.png", tmp_path, "m.obj", "map_Kd") == (tmp_path / "a" / "b.png").resolve()
+    for reference, why in (
+        ("/abs.png", "absolute path"),
+        ("../x.png", "with '..'"),
+        ("http://example.com/x.png", "URL"),
+        ("C:\\x.png", "drive"),
+        ("\\\\server\\share\\x.png", "drive"),
+        ("", "empty"),
+        ("a\0b", "NUL"),
+    ):
+        with pytest.raises(UnsafeReferenceError, match=why):
+            confined_path(reference, tmp_path, "m.obj", "map_Kd")
