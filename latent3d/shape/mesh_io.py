@@ -7,8 +7,9 @@ Every ``Mesh`` is valid by construction (at least one face, finite coordinates, 
 extent and area); errors name the mesh's ``source`` (usually the file path) and the problem.
 
 Memory: a ``Mesh`` holds float32 vertices (12 B each) and int64 faces (24 B each); loading goes through
-float64 copies and validation temporaries: measured peak ≈ 0.25 KB per face through trimesh (+375 MB for a
-1.47M-face PLY, read in 0.2 s). The winding/distance structures built from it are accounted in ``winding``.
+float64 copies and validation temporaries: measured peak ≈ 0.3 KB per face (+408 MB and 1.5 s for a
+1.31M-face PLY on a busy 2-core machine, 0.8 s of it validation); OBJ text parses at ≈ 14 MB/s (a 12.8 MB,
+328k-face file in 0.9 s). The winding/distance structures built from it are accounted in ``winding``.
 """
 
 from __future__ import annotations
@@ -201,13 +202,22 @@ def concatenate_meshes(meshes: Sequence[Mesh], source: str = "concatenation") ->
 
 def merge_coincident(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge exactly coincident positions: vertices [V, 3] -> (unique [U, 3] float32, index [V] int64)
-    with ``unique[index] == vertices``; ``unique`` keeps the order of first occurrence (0.0 and -0.0 merge)."""
-    points = np.ascontiguousarray(vertices, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 = +0.0
-    _, first, inverse = np.unique(points, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return points[first[order]], rank[inverse.reshape(-1)].astype(np.int64)
+    with ``unique[index] == vertices``; ``unique`` keeps the order of first occurrence (0.0 and -0.0 merge).
+    A stable lexicographic sort (≈ 0.2 s for 2M vertices; ``np.unique(axis=0)`` takes ≈ 7× longer)."""
+    points = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
+    if not len(points):
+        return points, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((points[:, 2], points[:, 1], points[:, 0]))  # stable: equal rows keep file order
+    ordered = points[order]
+    starts = np.ones(len(points), dtype=bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    group = np.empty(len(points), dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    first = order[starts]  # each group's first occurrence in the input
+    by_first = np.argsort(first, kind="stable")
+    rank = np.empty_like(by_first)
+    rank[by_first] = np.arange(len(by_first))
+    return points[first[by_first]] + np.float32(0.0), rank[group]
 
 
 def _read_obj_mesh(file: Path) -> Mesh:
