@@ -36,6 +36,13 @@ def test_obj_forms_negative_indices_and_polygons():
     assert sketch.texcoords.shape == (0, 2) and (sketch.face_texcoords == -1).all()
 
 
+def test_obj_comments_continuations_and_line_numbers():
+    text = "# a comment ending in a backslash \\\nv 0 0 0\r\nv 1 0 \\\n  0 # x\n\n   \nv 0 1 0\nf 1 2 3 # the face\nf 1 2 9\n"
+    assert read_obj(text.replace("f 1 2 9\n", ""), "c.obj").positions.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    with pytest.raises(ValueError, match=r"c\.obj line 9: face vertex index out of range"):
+        read_obj(text, "c.obj")
+
+
 def test_obj_materials_and_libraries_are_recorded_not_opened():
     text = "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nusemtl red\nf 1 2 3\nusemtl blue\nf 1 2 3\nusemtl red\nf 3 2 1\n"
     obj = read_obj(text, "m.obj")

@@ -10,7 +10,7 @@ What is read: ``v x y z [w | r g b]`` (extras ignored), ``vt u [v [w]]`` (only w
 ``f`` with ``v``, ``v/vt``, ``v//vn`` or ``v/vt/vn`` corners, 1-based or negative (relative) indices,
 polygons fan-triangulated (0, i, i+1); ``usemtl`` and ``mtllib`` names are recorded; ``#`` comments, ``\\``
 line continuations and blank lines are handled; every other statement (``vn``, ``o``, ``g``, ``s``, ``l``,
-curves, …) is ignored. Speed: ≈ 1 µs per number in pure Python (blub.obj, 14k faces: ≈ 0.1 s).
+curves, …) is ignored. Speed, pure Python: ≈ 14 MB/s (blub.obj, 0.8 MB and 14k faces: 0.06 s).
 """
 
 from __future__ import annotations
@@ -47,21 +47,21 @@ def _fail(source: str, line: int, rule: str, value: str) -> ValueError:
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(1-based number of the first physical line, content) with ``\\`` continuations joined and ``#``
-    comments and surrounding blanks removed; empty lines are skipped."""
+    """(1-based number of the first physical line, content) with ``#`` comments removed, then ``\\``
+    continuations joined (a backslash inside a comment continues nothing); blank lines are skipped."""
     pending, start = "", 0
     for number, raw in enumerate(text.split("\n"), 1):
-        line = raw.rstrip("\r")
+        line = raw.rstrip("\r").split("#", 1)[0].rstrip()
         if not pending:
             start = number
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        line, pending = (pending + line).split("#", 1)[0].strip(), ""
+        line, pending = (pending + line).strip(), ""
         if line:
             yield start, line
     if pending.strip():
-        yield start, pending.split("#", 1)[0].strip()
+        yield start, pending.strip()
 
 
 class _Reader:
