@@ -194,7 +194,7 @@ def make_paint_mesh(
         if len(uvs) != len(vertices):
             raise ValueError(f"{source}: uvs must have one row per vertex, shape [{len(vertices)}, 2], got {list(uvs.shape)}")
         if uv_area(uvs, faces) <= 1e-12:
-            warnings.warn(f"{source}: uvs have zero area (degenerate): unwrapped with xatlas instead", stacklevel=2)
+            warnings.warn(f"{source}: uvs have zero area (degenerate): unwrapped with xatlas instead, texture dropped", stacklevel=2)
             uvs, image = None, None
     if uvs is None:  # unwrap on merged positions, so seam duplicates do not cut charts
         unique, index = merge_coincident(vertices)
