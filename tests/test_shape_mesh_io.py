@@ -25,17 +25,97 @@ def _volume(mesh: Mesh) -> float:
 # -- loading -----------------------------------------------------------------------------------------
 
 
+def _placed_reference(text: str, mesh_scale: float = 0.7) -> np.ndarray:
+    """The official placement, computed independently: the file's own 'v' lines (plain Python), centred on
+    their mean, the farthest at mesh_scale."""
+    rows = [[float(x) for x in line.split()[1:4]] for line in text.splitlines() if line.split()[:1] == ["v"]]
+    n = len(rows)
+    mean = [sum(r[i] for r in rows) / n for i in range(3)]
+    radius = max(sum((r[i] - mean[i]) ** 2 for i in range(3)) ** 0.5 for r in rows)
+    return np.array([[(r[i] - mean[i]) * mesh_scale / radius for i in range(3)] for r in rows])
+
+
 def test_load_teddy_obj():
     path = SHAPES / "teddy.obj"
     if not path.is_file():
         pytest.skip("reference mesh teddy.obj is not available")
     mesh = load_mesh(path)
-    assert mesh.num_faces == 5760
+    assert mesh.num_faces == 5760 and mesh.num_vertices == 2892  # the file's own 2,892 'v' lines
     assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int64
-    assert mesh.source == str(path)
+    assert mesh.source == str(path) and mesh.uv is None
     normalized = normalize_mesh(mesh)
     assert np.abs(normalized.vertices.mean(0)).max() < 1e-5
     assert np.linalg.norm(normalized.vertices, axis=1).max() == pytest.approx(0.7, abs=1e-5)
+
+
+def test_teddy_placement_matches_official_vertex_list():
+    path = SHAPES / "teddy.obj"
+    if not path.is_file():
+        pytest.skip("reference mesh teddy.obj is not available")
+    reference = _placed_reference(path.read_text())
+    np.testing.assert_allclose(normalize_mesh(load_mesh(path)).vertices, reference, rtol=0, atol=1e-6)
+    # trimesh's own loading (seams split, per-object vertices) would have placed it elsewhere: the bug
+    split = np.asarray(trimesh.load(path, process=False, force="mesh").vertices, dtype=np.float64)
+    assert len(split) == 5922
+    centre, radius = split.mean(0), np.linalg.norm(split - split.mean(0), axis=1).max()
+    file_vertices = load_mesh(path).vertices.astype(np.float64)
+    scale = 0.7 / np.linalg.norm(file_vertices - file_vertices.mean(0), axis=1).max()
+    assert np.linalg.norm((centre - file_vertices.mean(0)) * scale) > 0.2  # centre 0.22 off
+    assert (0.7 / radius) / scale == pytest.approx(0.76, abs=0.01)  # 0.76x the official size
+
+
+MULTI_OBJECT_OBJ = """# two objects, UV seams, a quad, negative indices, a continuation, extras on 'v'
+mtllib ../never-read.mtl
+o first
+v 0 0 0
+v 2 0 0 1.0
+v 2 2 0 0.5 0.5 0.5
+v 0 2 0
+vt 0 0
+vt 1 0
+vt 1 1
+vt 0 1
+vt 0.5 0.5
+usemtl red
+s 1
+f 1/1 2/2 3/3 4/4
+f 1/5 3/3 \
+  2/2
+o second
+g part
+v 5 5 5
+v 6 5 5
+v 5 6 5
+v 5 5 6
+vn 0 0 1
+usemtl blue
+f -4//1 -3//1 -2//1
+f -4/-1/1 -2/-2/1 -1/-3/1
+
+f 5 7 8
+"""
+
+
+def test_multi_object_obj_placement_matches_its_v_lines(tmp_path):
+    path = tmp_path / "multi.obj"
+    path.write_text(MULTI_OBJECT_OBJ)
+    mesh = load_mesh(path)
+    assert mesh.num_vertices == 8  # the file's 'v' lines, not split at seams or per object
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 2, 1], [4, 5, 6], [4, 6, 7], [4, 6, 7]])
+    np.testing.assert_allclose(normalize_mesh(mesh).vertices, _placed_reference(MULTI_OBJECT_OBJ), rtol=0, atol=1e-6)
+
+
+def test_other_formats_normalize_on_unique_positions(tmp_path):
+    sphere = make_sphere(0.5, subdivisions=2)
+    shifted = Mesh(sphere.vertices + np.float32([0.3, 0.0, 0.0]), sphere.faces)
+    soup = shifted.vertices[shifted.faces].reshape(-1, 3)  # what STL stores: three corners per face
+    path = tmp_path / "soup.stl"
+    path.write_bytes(trimesh.Trimesh(soup, np.arange(len(soup)).reshape(-1, 3), process=False).export(file_type="stl"))
+    loaded = load_mesh(path)
+    assert loaded.num_vertices == shifted.num_vertices  # coincident corners merged
+    np.testing.assert_allclose(normalize_mesh(loaded).vertices.mean(0), 0.0, atol=1e-6)
+    order = np.lexsort(loaded.vertices.T)
+    np.testing.assert_allclose(loaded.vertices[order], shifted.vertices[np.lexsort(shifted.vertices.T)], atol=1e-6)
 
 
 @pytest.mark.parametrize("extension", ["obj", "ply", "stl", "off", "glb", "gltf"])
