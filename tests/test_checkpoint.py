@@ -171,3 +171,16 @@ def test_metrics_log_is_flushed_per_line_json_and_truncated_on_resume(tmp_path):
     with MetricsLog(path, keep_until=2) as resumed:  # the run resumes from its step-2 checkpoint
         resumed.write({"step": 3, "loss": 0.3})
     assert [json.loads(line)["loss"] for line in path.read_text().splitlines()] == [None, 0.5, 0.3]
+
+
+@pytest.mark.smoke
+def test_a_completed_run_can_drop_its_optimizer_state_and_still_continue(tmp_path):
+    full, slim = tmp_path / "full.safetensors", tmp_path / "slim.safetensors"
+    config = NerfConfig.tiny(iterations=2)
+    fit_latent_nerf(config, zero_oracle(), embeddings(), device="cpu", checkpoint_path=full)
+    fit_latent_nerf(config, zero_oracle(), embeddings(), device="cpu", checkpoint_path=slim, keep_optimizer=False)
+    assert slim.stat().st_size < 0.5 * full.stat().st_size
+    tensors, record = load_checkpoint(slim)
+    assert record["optimizer_state"] is False and not any(k.startswith("optim.") for k in tensors)
+    more = fit_latent_nerf(NerfConfig.tiny(iterations=3), zero_oracle(), embeddings(), device="cpu", checkpoint_path=slim, resume=True)
+    assert more.step == 3 and more.status == "completed"

@@ -303,6 +303,7 @@ def fit_latent_nerf(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     metadata: dict[str, Any] | None = None,
+    keep_optimizer: bool = True,
 ) -> NerfResult:
     """Optimize a Latent-NeRF with SDS from ``denoiser`` and per-view ``embeddings``.
 
@@ -310,7 +311,8 @@ def fit_latent_nerf(
     gets (completed steps, total, preview latent [C, h, w] or None), ``should_stop`` is polled before every
     step, and any exception first saves the last consistent state. A run whose recent steps are mostly
     non-finite raises :class:`latent3d.loop.NonFiniteRunError` instead of completing. ``metadata`` (JSON-able)
-    is stored in the checkpoint record under "meta".
+    is stored in the checkpoint record under "meta"; ``keep_optimizer`` False writes a completed run's final
+    checkpoint without the Adam moments (see ``run_loop``).
     """
     trainer = NerfTrainer(config, denoiser, embeddings, device, shape_guide)
     trainer.metadata = dict(metadata or {})
@@ -318,6 +320,7 @@ def fit_latent_nerf(
     status = run_loop(
         trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
         on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
+        keep_optimizer=keep_optimizer,
     )
     return trainer.result(status, path)
 
