@@ -108,3 +108,21 @@ def test_host_paths_refuse_escapes(pack, tmp_path):
         with pytest.raises(ValueError, match=rule):
             host.resolve_inside(tmp_path, bad, "mesh_file")
     assert host.run_key({"a": 1}, "x") == host.run_key({"a": 1}, "x") != host.run_key({"a": 2}, "x")
+
+
+def test_over_long_output_names_are_refused_before_anything_runs(pack):
+    host = importlib.import_module(f"{ALIAS}.nodes.host")
+    assert str(host.safe_relative("latent3d/mesh", "filename_prefix")) == "latent3d/mesh"
+    with pytest.raises(ValueError, match=r"filename_prefix is too long: each folder or file name may have at most 200 bytes"):
+        host.safe_relative("latent3d/" + "x" * 300, "filename_prefix")
+    with pytest.raises(ValueError, match="too long"):
+        host.safe_relative("/".join(["abc"] * 400), "filename_prefix")
+
+
+def test_an_unreadable_run_checkpoint_is_a_clear_node_error(pack, tmp_path):
+    host = importlib.import_module(f"{ALIAS}.nodes.host")
+    assert host.checkpoint_step(tmp_path / "nerf.safetensors", "Latent-NeRF Train") == 0  # no run yet
+    broken = tmp_path / "nerf.safetensors"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"Latent-NeRF Train: the checkpoint of this run cannot be read .*Turn 'resume' off"):
+        host.checkpoint_step(broken, "Latent-NeRF Train")
