@@ -163,3 +163,17 @@ def test_config_round_trips_through_plain_dicts_and_guide_accepts_a_path(tmp_pat
     path.write_bytes(make_box().to_trimesh().export(file_type="stl"))
     guide = make_shape_guide(path, config)
     assert guide.config == config and guide.mesh.source == str(path)
+
+
+def test_large_sketches_are_decimated_with_a_warning_and_preparation_reports_progress():
+    sphere = make_sphere(0.5, 3)  # 1280 faces
+    stages = []
+    with pytest.warns(UserWarning, match=r"has 1280 faces, more than max_faces=200: decimated to 200"):
+        guide = make_shape_guide(sphere, SketchShapeConfig(grid_resolution=16, max_faces=200), on_progress=lambda *s: stages.append(s))
+    assert guide.mesh.num_faces <= 200
+    names = [s[0] for s in stages]
+    assert names[0] == "sketch decimate" and "sketch check" in names and names[-1] == "sketch grid"
+    assert stages[-1][1] == stages[-1][2] == 16**3  # the grid build reports every chunk up to its total
+    # a decimated sphere is still the same sphere for the loss's inside/outside targets
+    inside, _ = guide.targets(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))
+    assert inside.tolist() == [1.0, 0.0]
