@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     decode, decoder = _decoder(args, record, device, config.color_mode)
     say(f"exporting {checkpoint} (step {record.get('step')}) as {args.format.upper()} at {config.resolution}³; texture decoded with {decoder} ...")
     start = time.perf_counter()
-    paths = export_checkpoint(checkpoint, args.out, format=args.format, config=config, decode=decode, name=args.name, device=device)
+    stages = {"field": "density lattice", "marching_cubes": "marching cubes", "cleanup": "removing floaters", "decimate": "decimating",
+              "colors": "vertex colours", "uv_unwrap": "UV unwrap (xatlas)", "bake": "baking the texture", "decode": "decoding the texture"}
+    on_stage = lambda name: say(f"  {stages.get(name, name)} (at {time.perf_counter() - start:.1f} s)")  # noqa: E731
+    paths = export_checkpoint(checkpoint, args.out, format=args.format, config=config, decode=decode, name=args.name, device=device, on_stage=on_stage)
     say(f"exported in {time.perf_counter() - start:.1f} s: " + ", ".join(str(p) for p in paths))
     for path in paths:
         print(path)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,9 @@ from .writers import FORMATS, save_mesh
 log = logging.getLogger(__name__)
 
 
-def extract_mesh(model: RadianceField, config: ExportConfig | None = None, decode: Decoder | None = None) -> TexturedMesh:
+def extract_mesh(
+    model: RadianceField, config: ExportConfig | None = None, decode: Decoder | None = None, on_stage: Callable[[str], None] | None = None
+) -> TexturedMesh:
     """Extract a coloured triangle mesh from ``model`` (a ``LatentNeRF`` or any object with ``bound``,
     ``density(x [N,3]) -> σ [N]`` and ``query(x) -> (σ [N], latent [N, C])``).
 
@@ -41,7 +44,7 @@ def extract_mesh(model: RadianceField, config: ExportConfig | None = None, decod
         ValueError: bad config or model, an empty field, or a decoder returning the wrong shape.
     """
     config = _check_inputs(model, config, decode)
-    timer = StepTimer(model_device(model))
+    timer = StepTimer(model_device(model), on_start=on_stage)
     with torch.no_grad():
         with timer.section("field"):
             lattice = sample_density_lattice(model, config)
@@ -120,6 +123,7 @@ def export_checkpoint(
     decode: Decoder | None = None,
     name: str | None = None,
     device: torch.device | str = "cpu",
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Load a Latent-NeRF checkpoint, extract its mesh and write ``out_dir/<name>.<format>``.
 
@@ -134,11 +138,16 @@ def export_checkpoint(
     model, _, record = load_latent_nerf(checkpoint_path, device)
     model.eval()
     stem = name or Path(checkpoint_path).stem
-    return export_mesh(model, Path(out_dir) / f"{stem}.{format}", format, config, decode)[1]
+    return export_mesh(model, Path(out_dir) / f"{stem}.{format}", format, config, decode, on_stage)[1]
 
 
 def export_mesh(
-    model: RadianceField, path: str | os.PathLike, format: str, config: ExportConfig | None = None, decode: Decoder | None = None
+    model: RadianceField,
+    path: str | os.PathLike,
+    format: str,
+    config: ExportConfig | None = None,
+    decode: Decoder | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> tuple[TexturedMesh, list[Path]]:
     """Extract the mesh for ``format`` and write it to ``path``: (mesh, written paths, mesh file first).
 
@@ -149,5 +158,5 @@ def export_mesh(
     config = ExportConfig() if config is None else config
     if format == "ply" and isinstance(config, ExportConfig) and config.color_mode != "vertex":
         config = dataclasses.replace(config, color_mode="vertex")
-    mesh = extract_mesh(model, config, decode)
+    mesh = extract_mesh(model, config, decode, on_stage)
     return mesh, save_mesh(mesh, path, format)

@@ -149,14 +149,20 @@ class NerfResult:
 
 
 class StepTimer:
-    """Accumulates wall time per named section (CUDA-synchronized); used by benchmarks."""
+    """Accumulates wall time per named section (CUDA-synchronized); used by benchmarks and export.
 
-    def __init__(self, device: torch.device) -> None:
+    ``on_start(name)``, when given, is called as each section begins (progress output of long stages).
+    """
+
+    def __init__(self, device: torch.device, on_start: Callable[[str], None] | None = None) -> None:
         self.device = device
         self.totals: dict[str, float] = {}
+        self.on_start = on_start
 
     @contextlib.contextmanager
     def section(self, name: str):
+        if self.on_start is not None:
+            self.on_start(name)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
