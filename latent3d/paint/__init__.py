@@ -1,0 +1,1 @@
+"""Latent-Paint (DESIGN §3): texturing a given mesh through rasterized latent views."""
