@@ -80,6 +80,7 @@ def rasterize(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     chosen = _choose(backend, clip.device)
+    clip = clip.detach()  # visibility is integer-valued: no graph to build
     if chosen == "nvdiffrast":
         return _rasterize_nvdiffrast(clip, faces, height, width)
     if chosen == "embree":
