@@ -234,6 +234,17 @@ def test_embree_equals_torch_on_blub_and_caches_its_bvh(blub):
     compare_ids(ids(rasterize(clip, faces, (64, 64), "embree")), ids(rasterize(clip, faces, (64, 64), "torch")), 0.002)
 
 
+@needs_embree
+@pytest.mark.reference
+def test_embree_clips_at_near_and_far_like_torch():
+    verts, faces = near_plane_scene()
+    for near, far, visible in ((0.5, FAR, {0, 1, 2}), (0.1, 2.5, {0, 1})):  # the wall lies at depth 3
+        clip = clip_positions(verts, camera(fovy=90.0), 32, 32, near=near, far=far)
+        a, b = rasterize(clip, faces, (32, 32), "torch"), rasterize(clip, faces, (32, 32), "embree")
+        assert set(ids(a).unique().tolist()) == visible
+        compare_ids(ids(b), ids(a), max_ratio=0.01)
+
+
 @pytest.mark.gpu
 def test_torch_matches_nvdiffrast_on_cuda(blub):
     if not torch.cuda.is_available() or backends.probe("nvdiffrast.torch") is None:
