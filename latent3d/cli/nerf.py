@@ -224,14 +224,15 @@ def _train(args, config, device, out: Path, start: int, sketch_path, sketch_conf
     return 0
 
 
-def train_nerf(components, request: NerfRequest, device, *, start: int = 0, sketch=None, should_stop=None, on_step=None, on_metrics=None):
+def train_nerf(components, request: NerfRequest, device, *, start: int = 0, sketch=None, should_stop=None, on_step=None, on_metrics=None, progress: bool = True):
     """Train ``request`` with already-loaded ``components`` (``SdComponents``) into ``request.out``: the stage
     entry point ``latent3d nerf`` and batch workers share (a worker loads its model once for many runs).
 
     Writes ``nerf.safetensors`` (every ``config.checkpoint_every`` steps and at the end), ``metrics.jsonl`` and
     ``previews/step_NNNNN.png``; ``start`` > 0 resumes from the checkpoint there (steps after it are dropped
     from the metrics log). ``sketch``: the loaded sketch mesh, else ``request.sketch`` is read when set.
-    ``on_step(step, total)`` and ``on_metrics(step, values)`` follow progress. Returns the ``NerfResult``;
+    ``on_step(step, total)`` and ``on_metrics(step, values)`` follow progress (``progress`` False: no progress
+    bars of the sketch-grid build on stderr). Returns the ``NerfResult``;
     KeyboardInterrupt, NonFiniteRunError and out-of-memory errors propagate after the checkpoint is saved.
     """
     import torch
@@ -249,7 +250,7 @@ def train_nerf(components, request: NerfRequest, device, *, start: int = 0, sket
     if sketch is not None:
         from ..shape.loss import SketchShapeConfig
 
-        guide = _shape_guide(sketch, request.sketch_config or SketchShapeConfig(), device)
+        guide = _shape_guide(sketch, request.sketch_config or SketchShapeConfig(), device, show_bars=progress)
     (out / "previews").mkdir(parents=True, exist_ok=True)
     with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics:
         def step_hook(step: int, total: int, preview) -> None:
@@ -288,7 +289,7 @@ def _load_sketch(path: Path):
     return mesh
 
 
-def _shape_guide(mesh, config, device):
+def _shape_guide(mesh, config, device, show_bars: bool = True):
     from tqdm import tqdm
 
     from ..shape.loss import make_shape_guide
@@ -300,7 +301,7 @@ def _shape_guide(mesh, config, device):
         if bar is None:
             for old in bars.values():
                 old.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit_scale=True, dynamic_ncols=True, leave=False)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit_scale=True, dynamic_ncols=True, leave=False, disable=not show_bars)
         bar.n = done
         bar.refresh()
 
