@@ -17,7 +17,7 @@ from latent3d.batch import BatchSettings, JobFileError, job_dir_name, read_jobs,
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = BatchSettings(
-    model="tiny", preset="tiny", device="cpu", turntable_frames=2, preview_every=0, checkpoint_every=2,
+    model="tiny", preset="tiny", turntable_frames=2, preview_every=0, checkpoint_every=2,
     export_resolution=32, texture_size=64, cpus_per_job=1,
 )
 CLI_FLAGS = ["--model", "tiny", "--preset", "tiny", "--turntable-frames", "2", "--preview-every", "0", "--checkpoint-every", "2",

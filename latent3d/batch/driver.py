@@ -19,8 +19,8 @@ class BatchReport:
     counts: dict[str, int]
     manifest: Path
     timings: list[dict[str, Any]] = field(default_factory=list)
-    """For each job run now: line, round_s (executor's dispatch → result), wall_s (the job's own run),
-    load_s (model loading it waited for), pid (the process that ran it)."""
+    """For each job run now: line, began/ended (epoch seconds at dispatch and result), round_s (dispatch →
+    result), wall_s (the job's own run), load_s (model loading it waited for), pid (the process that ran it)."""
     skipped: int = 0
     """Jobs found finished and not run again."""
 
@@ -55,7 +55,7 @@ def run_batch(
 
         import_ray()
         ray_options = ray_options or RayOptions()
-    out = Path(out)
+    out = Path(out).absolute()  # Ray workers run in folders of their own
     stop = should_stop or (lambda: False)
     with FolderLock(out, "latent3d batch"):
         manifest = Manifest(out, jobs, settings, str(jobs_file))

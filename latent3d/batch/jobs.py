@@ -45,8 +45,6 @@ class BatchSettings:
     model: str
     model_config: str | None = None
     preset: Literal["paper", "tiny"] = "paper"
-    device: str | None = None
-    """Local executor's device (default: cuda when available); Ray workers use cuda when given GPUs, else cpu."""
     turntable_frames: int = 24
     preview_every: int = 100
     checkpoint_every: int = 250

@@ -33,7 +33,7 @@ def run_local(
             components, load_s = cached_model(settings, device, say)
         manifest.set(entry, "running")
         manifest.write()
-        began = time.perf_counter()
+        began, began_at = time.perf_counter(), time.time()
         with tqdm(total=entry.total, initial=entry.step, desc=f"line {entry.job.line}", unit="step", leave=False, disable=not progress) as steps:
             def on_step(step: int, total: int) -> None:
                 steps.n = step
@@ -47,7 +47,8 @@ def run_local(
                 raise
         manifest.set(entry, outcome.status, outcome)
         manifest.write()
-        timings.append({"line": entry.job.line, "round_s": time.perf_counter() - began, "wall_s": outcome.wall_s, "load_s": load_s, "pid": outcome.pid})
+        timings.append({"line": entry.job.line, "began": began_at, "ended": time.time(), "round_s": time.perf_counter() - began,
+                        "wall_s": outcome.wall_s, "load_s": load_s, "pid": outcome.pid})
         if outcome.status == "pending":
             return "stopped", timings
         bar.update(1)

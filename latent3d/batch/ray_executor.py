@@ -16,7 +16,11 @@ stay pending for the next run; a second Ctrl-C stops waiting.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -63,10 +67,10 @@ def runtime_env() -> dict[str, Any]:
 class BatchWorker:
     """A Ray actor's body: one model, many jobs (``run`` is one actor task per job)."""
 
-    def __init__(self, settings: BatchSettings) -> None:
+    def __init__(self, settings: BatchSettings, base: str) -> None:
         import ray
 
-        self.settings = settings
+        self.settings, self.base = settings, base
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
 
     def run(self, job: Job, job_dir: str) -> JobOutcome:
@@ -74,7 +78,7 @@ class BatchWorker:
 
         began = time.perf_counter()
         try:
-            components, load_s = cached_model(self.settings, self.device)
+            components, load_s = cached_model(self.settings, self.device, base=self.base)
         except Exception as e:  # noqa: BLE001 - reported to the driver, which stops the batch
             return JobOutcome("fatal", error=f"model {self.settings.model} could not be loaded: {e}", load_s=time.perf_counter() - began)
         context = ray.get_runtime_context()
@@ -93,12 +97,24 @@ def run_ray(
     started = not ray.is_initialized()
     if started:
         env = runtime_env() if options.ship_code else None
-        ray.init(address=options.address, runtime_env=env, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        with _keep_sigterm_handler():  # ray.init replaces it with sys.exit: SIGTERM must stop the jobs cleanly instead
+            ray.init(address=options.address, runtime_env=env, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     try:
         return _Scheduler(ray, manifest, settings, options, say).run(pending, bar, should_stop)
     finally:
         if started:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def plan_workers(resources: dict[str, float], gpus: float, cpus: int, jobs: int, requested: int | None) -> int:
@@ -127,8 +143,11 @@ class _Scheduler:
         if pending and count <= 0:
             have = f"{self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs"
             raise ValueError(f"the Ray cluster ({have}) cannot hold one job of {self.cpus} CPUs and {self.gpus:g} GPUs; lower --cpus-per-job or --gpus-per-job")
+        fits = plan_workers(self.resources, self.gpus, self.cpus, count, None)
+        if count > fits:
+            self.say(f"ray: the cluster holds {fits} of the {count} workers now; the others start when resources free up (or nodes join)")
         self.say(f"ray: {count} worker(s) of {self.cpus} CPU(s) and {self.gpus:g} GPU(s) each on a cluster of {self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs")
-        idle = [self.actor_class.remote(self.settings) for _ in range(count)]
+        idle = [self._new_worker() for _ in range(count)]
         queue, in_flight = collections.deque(pending), {}
         try:
             while queue or in_flight:
@@ -140,36 +159,40 @@ class _Scheduler:
                 ready, _ = self.ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
                     idle.append(self._finish(ref, in_flight.pop(ref), bar))
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or a model no worker can load: stop the running jobs cleanly
             self._cancel(in_flight)
             raise
         finally:
-            for actor in idle + [actor for _, actor, _ in in_flight.values()]:
+            for actor in idle + [flight[1] for flight in in_flight.values()]:
                 self.ray.kill(actor)
         return "completed", self.timings
+
+    def _new_worker(self):
+        return self.actor_class.remote(self.settings, os.getcwd())
 
     def _dispatch(self, entry: Entry, actor, in_flight: dict) -> None:
         self.manifest.set(entry, "running")
         self.manifest.write()
         ref = actor.run.remote(entry.job, str(self.manifest.job_dir(entry)))
-        in_flight[ref] = (entry, actor, time.perf_counter())
+        in_flight[ref] = (entry, actor, time.perf_counter(), time.time())
 
     def _finish(self, ref, flight: tuple, bar: Any):
         """Record the job behind ``ref``; returns the actor to reuse (a fresh one if it died for good)."""
-        entry, actor, began = flight
+        entry, actor, began, began_at = flight
         try:
             outcome = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
             outcome = JobOutcome("failed", step=_checkpoint_step(self.manifest.job_dir(entry)), error=f"its worker died {self.options.max_retries + 1} times (retries exhausted): {e}")
             self.ray.kill(actor)
-            actor = self.actor_class.remote(self.settings)
+            actor = self._new_worker()
         if outcome.status == "fatal":
             self.manifest.set(entry, "pending")
             self.manifest.write()
             raise ValueError(outcome.error)
         self.manifest.set(entry, "failed" if outcome.status == "failed" else outcome.status, outcome)
         self.manifest.write()
-        self.timings.append({"line": entry.job.line, "round_s": time.perf_counter() - began, "wall_s": outcome.wall_s, "load_s": outcome.load_s, "pid": outcome.pid})
+        self.timings.append({"line": entry.job.line, "began": began_at, "ended": time.time(), "round_s": time.perf_counter() - began,
+                             "wall_s": outcome.wall_s, "load_s": outcome.load_s, "pid": outcome.pid})
         if outcome.status in ("done", "failed"):
             bar.update(1)
             bar.set_postfix(failed=self.manifest.counts()["failed"])
@@ -185,6 +208,6 @@ class _Scheduler:
                 self.ray.wait(list(in_flight), num_returns=len(in_flight), timeout=CANCEL_GRACE_S)
             except KeyboardInterrupt:
                 pass
-        for entry, _, _ in in_flight.values():
+        for entry, *_ in in_flight.values():
             entry.status, entry.step = "pending", _checkpoint_step(self.manifest.job_dir(entry))
         self.manifest.write()

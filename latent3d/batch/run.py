@@ -72,10 +72,11 @@ class JobOutcome:
 _MODELS: dict[tuple[str, str | None, str], Any] = {}
 
 
-def cached_model(settings: BatchSettings, device, say: Callable[[str], None] | None = None) -> tuple[Any, float]:
+def cached_model(settings: BatchSettings, device, say: Callable[[str], None] | None = None, base: str | None = None) -> tuple[Any, float]:
     """(SdComponents, seconds spent loading now): loaded once per process and model, reused by later jobs.
 
-    Only the latest model is kept (a worker that switches models frees the old one)."""
+    Only the latest model is kept (a worker that switches models frees the old one). ``base``: the folder a
+    relative ``--model`` / ``--model-config`` path was given in (a Ray worker's own folder differs)."""
     key = (settings.model, settings.model_config, str(device))
     if key in _MODELS:
         return _MODELS[key], 0.0
@@ -83,9 +84,18 @@ def cached_model(settings: BatchSettings, device, say: Callable[[str], None] | N
     from ..cli.common import load_model
 
     began = time.perf_counter()
-    components = load_model(settings.model, settings.model_config, device, say or (lambda text: None))
+    model, config = (_from(base, settings.model), _from(base, settings.model_config) if settings.model_config else None)
+    components = load_model(model, config, device, say or (lambda text: None))
     _MODELS[key] = components
     return components, time.perf_counter() - began
+
+
+def _from(base: str | None, reference: str) -> str:
+    """``reference`` as a path under ``base`` when it is relative and exists there (else unchanged: a hub id, 'tiny')."""
+    if base is None or Path(reference).expanduser().is_absolute():
+        return reference
+    candidate = Path(base) / reference
+    return str(candidate) if candidate.exists() else reference
 
 
 # -- one job ---------------------------------------------------------------------------------------------

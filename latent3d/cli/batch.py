@@ -55,7 +55,7 @@ def _settings(args):
     if args.cpus_per_job is not None:
         positive_int("--cpus-per-job", args.cpus_per_job)
     return BatchSettings(
-        model=args.model, model_config=args.model_config, preset=args.preset, device=args.device, turntable_frames=args.turntable_frames,
+        model=args.model, model_config=args.model_config, preset=args.preset, turntable_frames=args.turntable_frames,
         preview_every=args.preview_every, checkpoint_every=args.checkpoint_every, export_resolution=args.export_resolution,
         texture_size=args.texture_size, view_prompts=not args.no_view_prompts, cpus_per_job=args.cpus_per_job,
     )
