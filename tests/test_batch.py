@@ -315,6 +315,19 @@ def test_a_killed_job_resumes_from_its_checkpoint(local_batch, tmp_path):
 
 
 @pytest.mark.unit
+def test_ray_worker_count_follows_the_cluster_resources():
+    from latent3d.batch.ray_executor import plan_workers
+
+    cluster = {"CPU": 16.0, "GPU": 4.0}
+    assert plan_workers(cluster, gpus=1, cpus=2, jobs=10, requested=None) == 4  # one per GPU
+    assert plan_workers(cluster, gpus=0.5, cpus=2, jobs=10, requested=None) == 8  # two jobs per GPU
+    assert plan_workers(cluster, gpus=0.5, cpus=2, jobs=3, requested=None) == 3  # never more than the jobs
+    assert plan_workers({"CPU": 2.0}, gpus=0, cpus=1, jobs=10, requested=None) == 2
+    assert plan_workers({"CPU": 2.0}, gpus=1, cpus=1, jobs=10, requested=None) == 0  # no GPU: the caller refuses
+    assert plan_workers({"CPU": 2.0}, gpus=0, cpus=1, jobs=10, requested=5) == 5
+
+
+@pytest.mark.unit
 def test_cli_reports_a_bad_job_file_and_a_missing_ray(tmp_path, capsys, monkeypatch):
     from latent3d import cli
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Literal
 
 from .jobs import BatchSettings, read_jobs
 from .manifest import MANIFEST, Manifest
-from .run import _checkpoint_step, finished_outcome
+from .run import checkpoint_step, finished_outcome
 
 
 @dataclass
@@ -65,14 +65,16 @@ def run_batch(
             if done is not None:
                 manifest.set(entry, "done", done)
             else:
-                entry.step = _checkpoint_step(manifest.job_dir(entry))
+                entry.step = checkpoint_step(manifest.job_dir(entry))
                 pending.append(entry)
         manifest.write()
         skipped = len(jobs) - len(pending)
         if say and skipped:
             say(f"{skipped} of {len(jobs)} jobs already done in {out}; running {len(pending)}")
         with _bar(len(jobs), skipped, progress) as bar:
-            if executor == "local":
+            if not pending:
+                status, timings = "completed", []
+            elif executor == "local":
                 from ..devices import default_device
                 from .local import run_local
 

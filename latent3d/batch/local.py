@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from .jobs import BatchSettings
 from .manifest import Entry, Manifest
-from .run import JobHooks, _checkpoint_step, cached_model, run_job
+from .run import JobHooks, checkpoint_step, cached_model, run_job
 
 
 def run_local(
@@ -42,7 +42,7 @@ def run_local(
             try:
                 outcome = run_job(entry.job, settings, components, manifest.job_dir(entry), device, JobHooks(on_step, should_stop, say, progress))
             except KeyboardInterrupt:
-                entry.status, entry.step = "pending", _checkpoint_step(manifest.job_dir(entry))
+                entry.status, entry.step = "pending", checkpoint_step(manifest.job_dir(entry))
                 manifest.write()
                 raise
         manifest.set(entry, outcome.status, outcome)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .jobs import BatchSettings, Job
 from .manifest import Entry, Manifest
-from .run import JobHooks, JobOutcome, _checkpoint_step, cached_model, run_job
+from .run import JobHooks, JobOutcome, checkpoint_step, cached_model, run_job
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install -r requirements-batch.txt (or pip install 'comfyui-latent3d[batch]')"
 CANCEL_GRACE_S = 120.0
@@ -139,15 +139,7 @@ class _Scheduler:
         self.timings: list[dict[str, Any]] = []
 
     def run(self, pending: list[Entry], bar: Any, should_stop: Callable[[], bool]) -> tuple[str, list[dict[str, Any]]]:
-        count = plan_workers(self.resources, self.gpus, self.cpus, len(pending), self.options.workers)
-        if pending and count <= 0:
-            have = f"{self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs"
-            raise ValueError(f"the Ray cluster ({have}) cannot hold one job of {self.cpus} CPUs and {self.gpus:g} GPUs; lower --cpus-per-job or --gpus-per-job")
-        fits = plan_workers(self.resources, self.gpus, self.cpus, count, None)
-        if count > fits:
-            self.say(f"ray: the cluster holds {fits} of the {count} workers now; the others start when resources free up (or nodes join)")
-        self.say(f"ray: {count} worker(s) of {self.cpus} CPU(s) and {self.gpus:g} GPU(s) each on a cluster of {self.resources.get('CPU', 0):g} CPUs, {self.resources.get('GPU', 0):g} GPUs")
-        idle = [self._new_worker() for _ in range(count)]
+        idle = self._start_workers(len(pending))
         queue, in_flight = collections.deque(pending), {}
         try:
             while queue or in_flight:
@@ -167,6 +159,19 @@ class _Scheduler:
                 self.ray.kill(actor)
         return "completed", self.timings
 
+    def _start_workers(self, jobs: int) -> list:
+        count = plan_workers(self.resources, self.gpus, self.cpus, jobs, self.options.workers)
+        cpus, gpus = f"{self.resources.get('CPU', 0):g} CPUs", f"{self.resources.get('GPU', 0):g} GPUs"
+        if count <= 0:
+            raise ValueError(
+                f"the Ray cluster ({cpus}, {gpus}) cannot hold one job of {self.cpus} CPUs and {self.gpus:g} GPUs; lower --cpus-per-job or --gpus-per-job"
+            )
+        fits = plan_workers(self.resources, self.gpus, self.cpus, count, None)
+        if count > fits:
+            self.say(f"ray: the cluster holds {fits} of the {count} workers now; the others start when resources free up (or nodes join)")
+        self.say(f"ray: {count} worker(s) of {self.cpus} CPU(s) and {self.gpus:g} GPU(s) each, on a cluster of {cpus} and {gpus}")
+        return [self._new_worker() for _ in range(count)]
+
     def _new_worker(self):
         return self.actor_class.remote(self.settings, os.getcwd())
 
@@ -182,14 +187,15 @@ class _Scheduler:
         try:
             outcome = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
-            outcome = JobOutcome("failed", step=_checkpoint_step(self.manifest.job_dir(entry)), error=f"its worker died {self.options.max_retries + 1} times (retries exhausted): {e}")
+            died = f"its worker died {self.options.max_retries + 1} times (retries exhausted): {e}"
+            outcome = JobOutcome("failed", step=checkpoint_step(self.manifest.job_dir(entry)), error=died)
             self.ray.kill(actor)
             actor = self._new_worker()
         if outcome.status == "fatal":
             self.manifest.set(entry, "pending")
             self.manifest.write()
             raise ValueError(outcome.error)
-        self.manifest.set(entry, "failed" if outcome.status == "failed" else outcome.status, outcome)
+        self.manifest.set(entry, outcome.status, outcome)
         self.manifest.write()
         self.timings.append({"line": entry.job.line, "began": began_at, "ended": time.time(), "round_s": time.perf_counter() - began,
                              "wall_s": outcome.wall_s, "load_s": outcome.load_s, "pid": outcome.pid})
@@ -209,5 +215,5 @@ class _Scheduler:
             except KeyboardInterrupt:
                 pass
         for entry, *_ in in_flight.values():
-            entry.status, entry.step = "pending", _checkpoint_step(self.manifest.job_dir(entry))
+            entry.status, entry.step = "pending", checkpoint_step(self.manifest.job_dir(entry))
         self.manifest.write()

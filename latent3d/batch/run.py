@@ -55,7 +55,8 @@ class JobOutcome:
     """What a job run returns to its executor (and, but for ``load_s``, what ``result.json`` holds)."""
 
     status: str
-    """"done", "failed" or "pending" (stopped on request, resumable)."""
+    """"done", "failed" or "pending" (stopped on request, resumable); a Ray worker that cannot load the model
+    returns "fatal" (no job could run: the driver stops the batch)."""
     step: int = 0
     wall_s: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +125,7 @@ def run_job(job: Job, settings: BatchSettings, components: Any, job_dir: Path, d
             except Exception as e:  # noqa: BLE001 - a job's failure is its result; the batch goes on
                 outcome.error = _describe(e)
                 (job_dir / ERROR_LOG).write_text(traceback.format_exc())
-            outcome.step = outcome.step or _checkpoint_step(job_dir)
+            outcome.step = outcome.step or checkpoint_step(job_dir)
             outcome.wall_s = round(time.perf_counter() - began, 3)
             if outcome.status != "pending":
                 outcome.resumed_from = hooks.resumed_from
@@ -176,7 +177,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoint_step(job_dir: Path) -> int:
+def checkpoint_step(job_dir: Path) -> int:
+    """The step of the checkpoint in ``job_dir`` (0: none, or unreadable)."""
     try:
         return int(json.loads((job_dir / "nerf.json").read_text()).get("step", 0))
     except (OSError, ValueError, TypeError, AttributeError):
