@@ -28,12 +28,11 @@ def run_local(
     for entry in pending:
         if should_stop():
             return "stopped", timings
-        load_s = 0.0
+        began, began_at, load_s = time.perf_counter(), time.time(), 0.0
         if components is None:
             components, load_s = cached_model(settings, device, say)
         manifest.set(entry, "running")
         manifest.write()
-        began, began_at = time.perf_counter(), time.time()
         with tqdm(total=entry.total, initial=entry.step, desc=f"line {entry.job.line}", unit="step", leave=False, disable=not progress) as steps:
             def on_step(step: int, total: int) -> None:
                 steps.n = step
