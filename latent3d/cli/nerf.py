@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import (
     EXIT_INTERRUPTED,
@@ -25,6 +26,10 @@ from .common import (
     say,
     stop_on_signals,
 )
+
+if TYPE_CHECKING:
+    from ..nerf.train import NerfConfig
+    from ..shape.loss import SketchShapeConfig
 
 CHECKPOINT = "nerf.safetensors"
 RUN_FILES = (CHECKPOINT, "nerf.json", "metrics.jsonl", "turntable.gif")
@@ -105,9 +110,32 @@ def _sketch_config(args):
         raise CliError(message) from e
 
 
-def _metadata(args) -> dict:
-    return {"command": "nerf", "prompt": args.prompt, "negative": args.negative, "model": args.model,
-            "model_config": args.model_config, "view_prompts": not args.no_view_prompts, "sketch": args.sketch}
+@dataclasses.dataclass
+class NerfRequest:
+    """One Latent-NeRF run, apart from the model: what ``latent3d nerf``'s flags (or a batch job line) ask for.
+
+    ``sketch`` is the sketch file as the user named it (recorded in the checkpoint); ``extra_meta`` adds keys
+    to the checkpoint's metadata (e.g. a batch job's hash) without changing what identifies the run.
+    """
+
+    prompt: str
+    negative: str
+    model: str
+    model_config: str | None
+    config: NerfConfig
+    out: Path
+    sketch: str | None = None
+    sketch_config: SketchShapeConfig | None = None
+    view_prompts: bool = True
+    extra_meta: dict = dataclasses.field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        return {"command": "nerf", "prompt": self.prompt, "negative": self.negative, "model": self.model,
+                "model_config": self.model_config, "view_prompts": self.view_prompts, "sketch": self.sketch, **self.extra_meta}
+
+
+def _request(args, config, out: Path, sketch_config) -> NerfRequest:
+    return NerfRequest(args.prompt, args.negative, args.model, args.model_config, config, out, args.sketch, sketch_config, not args.no_view_prompts)
 
 
 def _existing_run(out: Path, args, config) -> tuple[bool, int]:
@@ -127,7 +155,7 @@ def _existing_run(out: Path, args, config) -> tuple[bool, int]:
     except CheckpointError as e:
         raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
     step, meta = int(record.get("step", 0)), record.get("meta") or {}
-    same = all(meta.get(k) == v for k, v in _metadata(args).items() if k != "model_config")
+    same = all(meta.get(k) == v for k, v in _request(args, config, out, None).metadata().items() if k != "model_config")
     if not same:
         raise CliError(f"--out {out} holds another run (prompt {meta.get('prompt')!r}, model {meta.get('model')!r}); choose another --out or pass --overwrite")
     if step >= config.iterations:
@@ -155,43 +183,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args, config, device, out: Path, start: int, sketch_path, sketch_config) -> int:
-    import torch
-
-    from ..guidance.prompts import encode_view_prompts
     from ..loop import NonFiniteRunError
-    from ..nerf.train import fit_latent_nerf
-    from ..runfolder import MetricsLog
 
+    request = _request(args, config, out, sketch_config)
     say(f"latent-nerf: {args.prompt!r}, {config.iterations} steps at {config.resolution}² on {device}, output in {out}"
         + (f" (resuming at step {start})" if start else ""))
     sketch = _load_sketch(sketch_path) if sketch_path else None
     components = load_model(args.model, args.model_config, device, say)
-    with torch.no_grad():
-        embeddings = encode_view_prompts(components.encode_text, args.prompt, args.negative, view_dependent=not args.no_view_prompts)
-    guide = _shape_guide(sketch, sketch_config, device) if sketch is not None else None
     checkpoint = out / CHECKPOINT
-    (out / "previews").mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics, stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
-        def on_step(step: int, total: int, preview) -> None:
+    with stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
+        def on_step(step: int, total: int) -> None:
             bar.n = step
             bar.refresh()
-            if preview is not None:
-                from ..images import to_pil
-
-                with torch.no_grad():
-                    image = components.decode_latents(preview[None].to(device))[0]
-                to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
 
         def on_metrics(step: int, values: dict) -> None:
             bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
-            metrics.write({"step": step, **values})
 
         try:
-            result = fit_latent_nerf(
-                config, components.denoiser, embeddings, device=device, shape_guide=guide, on_step=on_step, on_metrics=on_metrics,
-                should_stop=terminated, checkpoint_path=checkpoint, resume=start > 0, metadata=_metadata(args),
-            )
+            result = train_nerf(components, request, device, start=start, sketch=sketch, should_stop=terminated, on_step=on_step, on_metrics=on_metrics)
         except KeyboardInterrupt:
             say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
             return EXIT_INTERRUPTED
@@ -207,11 +217,61 @@ def _train(args, config, device, out: Path, start: int, sketch_path, sketch_conf
         return EXIT_TERMINATED
     written = [checkpoint, out / "metrics.jsonl"] + ([out / "previews"] if config.preview_every else [])
     if args.turntable_frames > 0:
-        written.append(_turntable(result.model, config, components, device, args.turntable_frames, out))
+        written.append(write_turntable(result.model, config, components, device, args.turntable_frames, out))
     say(f"{result.status}: {result.step} steps ({result.skipped_steps} skipped) in {time.perf_counter() - began:.0f} s; wrote "
         + ", ".join(str(p) for p in written))
     print(checkpoint)
     return 0
+
+
+def train_nerf(components, request: NerfRequest, device, *, start: int = 0, sketch=None, should_stop=None, on_step=None, on_metrics=None, progress: bool = True):
+    """Train ``request`` with already-loaded ``components`` (``SdComponents``) into ``request.out``: the stage
+    entry point ``latent3d nerf`` and batch workers share (a worker loads its model once for many runs).
+
+    Writes ``nerf.safetensors`` (every ``config.checkpoint_every`` steps and at the end), ``metrics.jsonl`` and
+    ``previews/step_NNNNN.png``; ``start`` > 0 resumes from the checkpoint there (steps after it are dropped
+    from the metrics log). ``sketch``: the loaded sketch mesh, else ``request.sketch`` is read when set.
+    ``on_step(step, total)`` and ``on_metrics(step, values)`` follow progress (``progress`` False: no progress
+    bars of the sketch-grid build on stderr). Returns the ``NerfResult``;
+    KeyboardInterrupt, NonFiniteRunError and out-of-memory errors propagate after the checkpoint is saved.
+    """
+    import torch
+
+    from ..guidance.prompts import encode_view_prompts
+    from ..nerf.train import fit_latent_nerf
+    from ..runfolder import MetricsLog
+
+    config, out = request.config, Path(request.out)
+    if sketch is None and request.sketch is not None:
+        sketch = _load_sketch(Path(request.sketch).expanduser())
+    with torch.no_grad():
+        embeddings = encode_view_prompts(components.encode_text, request.prompt, request.negative, view_dependent=request.view_prompts)
+    guide = None
+    if sketch is not None:
+        from ..shape.loss import SketchShapeConfig
+
+        guide = _shape_guide(sketch, request.sketch_config or SketchShapeConfig(), device, show_bars=progress)
+    (out / "previews").mkdir(parents=True, exist_ok=True)
+    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics:
+        def step_hook(step: int, total: int, preview) -> None:
+            if preview is not None:
+                from ..images import to_pil
+
+                with torch.no_grad():
+                    image = components.decode_latents(preview[None].to(device))[0]
+                to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
+            if on_step is not None:
+                on_step(step, total)
+
+        def metrics_hook(step: int, values: dict) -> None:
+            metrics.write({"step": step, **values})
+            if on_metrics is not None:
+                on_metrics(step, values)
+
+        return fit_latent_nerf(
+            config, components.denoiser, embeddings, device=device, shape_guide=guide, on_step=step_hook, on_metrics=metrics_hook,
+            should_stop=should_stop, checkpoint_path=out / CHECKPOINT, resume=start > 0, metadata=request.metadata(),
+        )
 
 
 def _bar(total: int, start: int):
@@ -229,7 +289,7 @@ def _load_sketch(path: Path):
     return mesh
 
 
-def _shape_guide(mesh, config, device):
+def _shape_guide(mesh, config, device, show_bars: bool = True):
     from tqdm import tqdm
 
     from ..shape.loss import make_shape_guide
@@ -241,7 +301,7 @@ def _shape_guide(mesh, config, device):
         if bar is None:
             for old in bars.values():
                 old.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit_scale=True, dynamic_ncols=True, leave=False)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit_scale=True, dynamic_ncols=True, leave=False, disable=not show_bars)
         bar.n = done
         bar.refresh()
 
@@ -252,7 +312,8 @@ def _shape_guide(mesh, config, device):
             bar.close()
 
 
-def _turntable(model, config, components, device, frames: int, out: Path) -> Path:
+def write_turntable(model, config, components, device, frames: int, out: Path, progress: bool = True) -> Path:
+    """``out/turntable.gif``: ``frames`` renders around the evaluation orbit, decoded by ``components``."""
     import torch
     from tqdm import tqdm
 
@@ -260,7 +321,7 @@ def _turntable(model, config, components, device, frames: int, out: Path) -> Pat
 
     latents = turntable_latents(model, config, frames, config.preview_resolution)
     with torch.no_grad():
-        images = torch.cat([components.decode_latents(latents[i : i + 1].to(device)) for i in tqdm(range(frames), desc="turntable", leave=False)])
+        images = torch.cat([components.decode_latents(latents[i : i + 1].to(device)) for i in tqdm(range(frames), desc="turntable", leave=False, disable=not progress)])
     path = out / "turntable.gif"
     save_turntable(images, path)
     return path
