@@ -45,7 +45,7 @@ def result_line(**figures: float) -> str:
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"RESULT figure {key} must be finite, got {value}")
-        parts.append(f"{key}={value:.4g}")
+        parts.append(f"{key}={int(value)}" if value.is_integer() and abs(value) < 1e12 else f"{key}={value:.4g}")
     return "RESULT " + " ".join(parts)
 
 
@@ -90,6 +90,21 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> f
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed_cpu(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds of this process) of ``fn()``. On a loaded machine the CPU
+    seconds stay close to what a quiet one would take (with one thread, to its wall time); CUDA work is not
+    in them."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        sync(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync(device)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def ray_casting_problem() -> str | None:

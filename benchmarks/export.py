@@ -157,7 +157,9 @@ def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> dict[st
     nerf_rgb = latents_to_rgb(render.latent.movedim(1, -1)).reshape(-1, 3).numpy()
     origins, dirs = (t.reshape(-1, 3).numpy() for t in camera_rays(cameras, size, size))
     shape = mesh.to_trimesh()
+    start = time.perf_counter()
     points, rays, faces = shape.ray.intersects_location(origins, dirs, multiple_hits=False)
+    cast_s = time.perf_counter() - start
     hit = np.zeros(len(origins), dtype=bool)
     hit[rays] = True
     bary = trimesh.triangles.points_to_barycentric(shape.triangles[faces], points)
@@ -171,8 +173,23 @@ def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> dict[st
     both = (opacity > 0.95) & hit
     error = float(np.abs(mesh_rgb[both] - nerf_rgb[both]).mean()) if both.any() else 1.0
     backend = "embree" if trimesh.ray.has_embree else "rtree"
-    print(f"fidelity vs NeRF renders ({views} views {size}², {backend} ray casting): silhouette IoU {iou:.3f}, mean |ΔRGB| {error:.3f} over {both.sum()} pixels")
+    print(f"fidelity vs NeRF renders ({views} views {size}²): silhouette IoU {iou:.3f}, mean |ΔRGB| {error:.3f} over {both.sum()} pixels")
+    print(f"ray casting {len(origins):,} rays on {len(shape.faces):,} faces: {backend} {cast_s:.2f} s" + ray_casting_rtree(shape, origins, dirs, backend))
     return {"iou": float(iou), "rgb_err": error}
+
+
+def ray_casting_rtree(shape, origins: np.ndarray, dirs: np.ndarray, backend: str) -> str:
+    """", rtree <s> s" when embree did the casting and rtree is importable too (the portable fallback's cost)."""
+    if backend != "embree":
+        return ""
+    try:
+        from trimesh.ray.ray_triangle import RayMeshIntersector
+
+        start = time.perf_counter()
+        RayMeshIntersector(shape).intersects_location(origins, dirs, multiple_hits=False)
+    except ImportError:  # rtree missing: embree alone
+        return ""
+    return f", rtree {time.perf_counter() - start:.2f} s"
 
 
 def vae_decoder(latent_size: int):

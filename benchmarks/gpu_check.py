@@ -208,7 +208,7 @@ def nerf_run(device_name: str, model: str, preset: str, steps: int, resolution: 
 
 
 def format_result(figures: dict[str, float]) -> str:
-    return "RESULT " + " ".join(f"{key}={value:.4g}" for key, value in figures.items())
+    return "RESULT " + " ".join(f"{key}={int(value)}" if float(value).is_integer() and abs(value) < 1e12 else f"{key}={value:.4g}" for key, value in figures.items())
 
 
 def run_check(rehearse: bool, parts: tuple[Part, ...] = PARTS, total_budget_s: float = TOTAL_BUDGET_S) -> int:

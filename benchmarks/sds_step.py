@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from _common import add_threads_argument, print_header, print_result, set_threads, sync, timed  # noqa: E402
+from _common import add_threads_argument, print_header, print_result, set_threads, sync, timed, timed_cpu  # noqa: E402
 
 from latent3d.backends import probe  # noqa: E402
 from latent3d.guidance.denoiser import DiffusersDenoiser, scaled_linear_alphas_cumprod  # noqa: E402
@@ -125,45 +125,50 @@ def machinery(config: NerfConfig, device, steps: int) -> tuple[dict[str, float],
     return per_step, 1000 * (time.perf_counter() - start) / steps, trainer
 
 
-def refresh_ms(model: LatentNeRF, fraction: float, device: torch.device) -> float:
-    """ms of one occupancy refresh evaluating ``fraction`` of the cells (plus the occupied ones below 1);
-    the grid is restored afterwards."""
+def refresh_ms(model: LatentNeRF, fraction: float, device: torch.device) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one occupancy refresh evaluating ``fraction`` of the cells (plus the occupied
+    ones below 1); the grid is restored afterwards."""
     saved = {k: v.clone() for k, v in model.occupancy.state_dict().items()}
     config = dataclasses.replace(model.render_config, occupancy_update_fraction=fraction)
     g = torch.Generator(device=device).manual_seed(7)
     with torch.no_grad():
-        seconds = timed(lambda: model.occupancy.update(model.field.density, config, g), device, repeats=2)
+        wall, cpu = timed_cpu(lambda: model.occupancy.update(model.field.density, config, g), device, repeats=2)
     model.occupancy.load_state_dict(saved)
-    return 1000 * seconds
+    return 1000 * wall, 1000 * cpu
 
 
-def mlp_bias_ms(config: NerfConfig, samples: int, device: torch.device) -> tuple[float, float]:
-    """ms of the field MLP's forward+backward on ``samples`` grid features, with and without biases."""
+def mlp_bias_ms(config: NerfConfig, samples: int, device: torch.device) -> dict[bool, tuple[float, float]]:
+    """{bias: (wall ms, CPU ms)} of the field MLP's forward+backward on ``samples`` grid features."""
     field = config.field
     x = torch.randn(samples, field.grid.output_dim, device=device)
-    result = []
-    for bias in (True, False):
-        net = mlp(field.grid.output_dim, field.hidden_dim, field.hidden_layers, 1 + field.latent_channels, bias).to(device)
+    nets = {bias: mlp(field.grid.output_dim, field.hidden_dim, field.hidden_layers, 1 + field.latent_channels, bias).to(device) for bias in (True, False)}
 
-        def step():
-            net.zero_grad(set_to_none=True)
-            net(x).square().sum().backward()
+    def step(net) -> None:
+        net.zero_grad(set_to_none=True)
+        net(x).square().sum().backward()
 
-        step()
-        result.append(1000 * timed(step, device, repeats=5))
-    return result[0], result[1]
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for net in nets.values():
+        step(net)
+    for _ in range(5):  # interleaved, so a change of machine load hits both alike
+        for bias, net in nets.items():
+            times[bias].append(timed_cpu(lambda: step(net), device, repeats=1))
+    return {bias: (1000 * statistics.median(t[0] for t in ts), 1000 * statistics.median(t[1] for t in ts)) for bias, ts in times.items()}
 
 
-def other_step_ms(config: NerfConfig, device: torch.device, step: float, steps: int) -> dict[str, float]:
-    """Per-step ms (render forward, backward, total) at marching step ``step``, occupancy refresh excluded."""
+def render_step_ms(config: NerfConfig, device: torch.device, step: float, steps: int) -> dict[str, float]:
+    """Per-step ms at marching step ``step`` with a free denoiser, occupancy refresh excluded: the median
+    step (wall and CPU) and the mean of each section."""
     trainer = NerfTrainer(with_step(config, step), ZeroDenoiser(), embeddings(8, device), device)
     trainer.train_step()
     timer = StepTimer(device)
-    totals = []
+    walls, cpus = [], []
     for _ in range(steps):
-        totals.append(timed(lambda: trainer.train_step(timer), device, repeats=1))
-    split = {k: 1000 * v / steps for k, v in timer.totals.items() if k != "occupancy"}
-    split["step"] = 1000 * statistics.median(totals)
+        wall, cpu = timed_cpu(lambda: trainer.train_step(timer), device, repeats=1)
+        walls.append(wall)
+        cpus.append(cpu)
+    split = {k: 1000 * v / steps for k, v in timer.totals.items() if k not in ("occupancy", "unet")}
+    split.update(step=1000 * statistics.median(walls), cpu=1000 * statistics.median(cpus))
     return split
 
 
@@ -262,21 +267,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def defaults_cost(config: NerfConfig, trainer: NerfTrainer, device: torch.device, args: argparse.Namespace) -> None:
-    """What the default settings cost per step: full vs 12.5 % occupancy refresh, MLP biases, the other step."""
+    """What the default settings cost per step (wall and CPU ms): full vs 12.5 % occupancy refresh, MLP
+    biases, the device's marching step vs the other one."""
     period = config.render.occupancy_update_every
     cells = config.render.occupancy_resolution
-    full, partial = refresh_ms(trainer.model, 1.0, device), refresh_ms(trainer.model, 0.125, device)
-    print(f"occupancy refresh ({cells}³ cells): full {full:.0f} ms = {full / period:.1f} ms/step over {period} steps "
-          f"(12.5 % + occupied cells: {partial:.0f} ms = {partial / period:.1f} ms/step)", flush=True)
-    samples = max(1, int(trainer.history["samples"][-1]))
-    with_bias, without = mlp_bias_ms(config, samples, device)
-    print(f"field MLP forward+backward on one step's {samples} samples: {with_bias:.2f} ms with biases, {without:.2f} ms without", flush=True)
-    print("sparsity weight: a scalar on the opacity entropy, computed at any weight: no cost", flush=True)
+    (full, full_cpu), (partial, partial_cpu) = refresh_ms(trainer.model, 1.0, device), refresh_ms(trainer.model, 0.125, device)
+    print(f"occupancy refresh ({cells}³ cells), per refresh and per step over {period} steps, wall (CPU): full {full:.0f} ({full_cpu:.0f}) ms = "
+          f"{full / period:.1f} ({full_cpu / period:.1f}) ms/step; 12.5 % + occupied cells {partial:.0f} ({partial_cpu:.0f}) ms = "
+          f"{partial / period:.1f} ({partial_cpu / period:.1f}) ms/step", flush=True)
+    samples = max(1, int(statistics.mean(trainer.history["samples"])))  # mean field evaluations per step
+    mlp_ms = mlp_bias_ms(config, samples, device)
+    print(f"field MLP forward+backward on one step's {samples} samples, wall (CPU): {mlp_ms[True][0]:.1f} ({mlp_ms[True][1]:.1f}) ms with biases, "
+          f"{mlp_ms[False][0]:.1f} ({mlp_ms[False][1]:.1f}) ms without", flush=True)
+    print("sparsity weight: a scalar on the opacity entropy, which is computed at any weight: no cost", flush=True)
     if args.other_step_steps:
-        other = CPU_STEP_SIZE if trainer.config.render.step_size == OFFICIAL_STEP_SIZE else OFFICIAL_STEP_SIZE
-        split = other_step_ms(config, device, other, args.other_step_steps)
-        print(f"3D machinery at step {other:.5f} instead (occupancy excluded, median of {args.other_step_steps}): {split['step']:.0f} ms/step = "
-              + ", ".join(f"{k} {v:.0f}" for k, v in split.items() if k != "step"), flush=True)
+        own = trainer.config.render.step_size
+        other = CPU_STEP_SIZE if own == OFFICIAL_STEP_SIZE else OFFICIAL_STEP_SIZE
+        for step in (own, other):
+            split = render_step_ms(config, device, step, args.other_step_steps)
+            print(f"3D machinery at step {step:.5f} (occupancy refresh excluded, median of {args.other_step_steps}): {split['step']:.0f} ms/step "
+                  f"wall ({split['cpu']:.0f} CPU) = " + ", ".join(f"{k} {v:.0f}" for k, v in split.items() if k not in ("step", "cpu")), flush=True)
 
 
 def unet_rows(config: NerfConfig, device: torch.device, dtype: torch.dtype, args: argparse.Namespace, occupancy_ms: float) -> dict[str, float]:
