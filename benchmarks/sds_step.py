@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", default=None, help="comma list of UNet rows from tiny,sd32,sd64 (default: all; --quick: tiny)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per UNet row (default 3; tiny row 8)")
     parser.add_argument("--fit-steps", type=int, default=None, help="oracle-fit steps before the second samples/ray figure (default 300, --quick 20; 0 skips)")
-    parser.add_argument("--other-step-steps", type=int, default=None, help="steps timed at the other marching step (default 4, --quick 2; 0 skips)")
+    parser.add_argument("--other-step-steps", type=int, default=None, help="steps timed at each marching step, the device default and the other one (default 4, --quick 2; 0 skips)")
     args = parser.parse_args(argv)
     rows = (args.rows or ("tiny" if args.quick else "tiny,sd32,sd64")).split(",")
     unknown = [r for r in rows if r not in ROWS]
