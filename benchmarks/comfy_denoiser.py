@@ -7,24 +7,27 @@ training steps are timed, interleaved, through each. Also prints the bare predic
 direct ``apply_model`` call.
 
     COMFYUI_ROOT=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/comfy_denoiser.py [--size 32] [--steps 3]
+    COMFYUI_ROOT=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/comfy_denoiser.py --quick   # 8² renders, 1 step
 
-Last line: RESULT adapter_over_diffusers=<median step time ratio>.
+Needs a ComfyUI checkout in COMFYUI_ROOT and an interpreter that imports it (tests/host/README.md); without
+COMFYUI_ROOT it prints "skipped: COMFYUI_ROOT not set" and exits 0. The first run builds the ≈2 GB random
+checkpoint (≈15 s). Last line: RESULT adapter_over_diffusers=<median step time ratio>.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import add_threads_argument, print_header, print_result, set_threads, skip
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "host"))
-from comfy_host import import_comfy, import_pack  # noqa: E402
-from make_checkpoint import ensure_checkpoint  # noqa: E402
 
 
 def diffusers_unet(path: Path):
@@ -45,7 +48,7 @@ def diffusers_unet(path: Path):
     return unet.eval().requires_grad_(False)
 
 
-def median_time(fn, repeats: int) -> list[float]:
+def times_of(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -58,11 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="latent side of the training renders (64 = paper)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per adapter (interleaved)")
+    parser.add_argument("--quick", action="store_true", help="8² renders of the tiny field preset, 1 timed step per adapter")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    import_comfy()
-    import_pack()
-    import comfy.sd
+    if not os.environ.get("COMFYUI_ROOT"):
+        return skip("COMFYUI_ROOT not set (point it at a ComfyUI checkout; see tests/host/README.md)")
+    from comfy_host import comfyui_root_problem, import_comfy, import_pack
+    from make_checkpoint import ensure_checkpoint
+
+    problem = comfyui_root_problem()
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    set_threads(args.threads, quick=False)
+    print_header("cpu", "quick" if args.quick else "")
+    try:
+        import_comfy()
+        import_pack()
+        import comfy.sd
+    except ImportError as e:
+        return skip(f"this interpreter cannot import ComfyUI ({e}); run the benchmark with ComfyUI's python")
 
     from comfyui_latent3d.latent3d.guidance.denoiser import DiffusersDenoiser, scaled_linear_alphas_cumprod
     from comfyui_latent3d.latent3d.guidance.prompts import PromptEmbeddings
@@ -88,21 +106,23 @@ def main(argv: list[str] | None = None) -> int:
             sigma = comfy_denoiser.model_sampling.sigma(t)
             model.model.apply_model(z_t * (1 + sigma**2).sqrt().view(-1, 1, 1, 1), sigma, c_crossattn=emb)
 
-    bare = {"adapter": median_time(lambda: comfy_denoiser.predict_noise(z_t, t, emb), 5), "direct": median_time(direct, 5)}
+    repeats = 2 if args.quick else 5
+    bare = {"adapter": times_of(lambda: comfy_denoiser.predict_noise(z_t, t, emb), repeats), "direct": times_of(direct, repeats)}
     print(f"predict_noise 2x4x8x8: adapter {statistics.median(bare['adapter']):.3f} s, apply_model {statistics.median(bare['direct']):.3f} s", flush=True)
 
     embeddings = PromptEmbeddings.single(emb[1:], emb[:1])
-    config = NerfConfig(resolution=args.size)
+    config = NerfConfig.tiny(resolution=8) if args.quick else NerfConfig(resolution=args.size)
+    steps = 1 if args.quick else args.steps
     trainers = {name: NerfTrainer(config, den, embeddings, "cpu") for name, den in (("comfy", comfy_denoiser), ("diffusers", diffusers_denoiser))}
     for trainer in trainers.values():
         trainer.train_step()  # occupancy fill and warm-up
     times: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(args.steps):
+    for _ in range(steps):
         for name, trainer in trainers.items():
-            times[name] += median_time(trainer.train_step, 1)
+            times[name] += times_of(trainer.train_step, 1)
     med = {name: statistics.median(values) for name, values in times.items()}
-    print(f"SDS step at {args.size}² (median of {args.steps}): ComfyDenoiser {med['comfy']:.2f} s, DiffusersDenoiser {med['diffusers']:.2f} s")
-    print(f"RESULT adapter_over_diffusers={med['comfy'] / med['diffusers']:.3f}")
+    print(f"SDS step at {config.resolution}² (median of {steps}): ComfyDenoiser {med['comfy']:.2f} s, DiffusersDenoiser {med['diffusers']:.2f} s")
+    print_result(adapter_over_diffusers=med["comfy"] / med["diffusers"])
     return 0
 
 

@@ -13,13 +13,19 @@ AutoencoderKL decoder with random weights (block_out_channels 128/256/512/512).
     python benchmarks/export.py                    # ≈2–3 min: fit, exports, VAE decode of a 64² latent
     python benchmarks/export.py --vae-latent 128   # VAE decode of the full 1024² texture (slow on CPU)
     python benchmarks/export.py --vae-latent 0     # no VAE
+    python benchmarks/export.py --quick            # seconds: tiny field, 32³/64³ exports, 256² texture
 
-Last line: RESULT export_s=<x> faces=<n> (256³, texture mode, everything except the VAE decode).
+The fidelity check casts rays with trimesh, which needs embreex (fast) or rtree (portable): without
+either it is skipped with the pip line that installs them (``pip install -r requirements-bench.txt``).
+
+Last line: RESULT export_s=<x> faces=<n> (the finest resolution, texture mode, everything except the VAE
+decode; iou and rgb_err of the fidelity check when it ran).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -33,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _common import add_threads_argument, print_header, print_result, ray_casting_problem, set_threads  # noqa: E402
+
 from latent3d.colors import latents_to_rgb, rgb_to_latents  # noqa: E402
 from latent3d.export import ExportConfig, extract_mesh, save_mesh  # noqa: E402
 from latent3d.export.bake import bake_latent_texture, decode_texture  # noqa: E402
@@ -40,6 +48,7 @@ from latent3d.export.density import sample_density_lattice  # noqa: E402
 from latent3d.export.uv import unwrap  # noqa: E402
 from latent3d.nerf.cameras import CameraConfig, camera_rays, eval_cameras  # noqa: E402
 from latent3d.nerf.field import FieldConfig  # noqa: E402
+from latent3d.nerf.grid import GridConfig  # noqa: E402
 from latent3d.nerf.model import LatentNeRF  # noqa: E402
 from latent3d.nerf.render import RenderConfig  # noqa: E402
 
@@ -86,12 +95,17 @@ def creature_target(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return log_sigma, rgb_to_latents(rgb)
 
 
-def fit_scene(steps: int, batch: int, seed: int) -> LatentNeRF:
-    """A paper-size LatentNeRF regressed onto ``creature_target`` (half the points near the surface)."""
+def fit_scene(steps: int, batch: int, seed: int, quick: bool = False) -> LatentNeRF:
+    """A paper-size LatentNeRF (--quick: an 8-level 2^14 grid, 32³ occupancy) regressed onto
+    ``creature_target`` (half the points near the surface)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = LatentNeRF(FieldConfig(background="none"), RenderConfig())
-    pool = torch.rand(2_000_000, 3, generator=generator) * 2 - 1
+    if quick:
+        field = FieldConfig(grid=GridConfig(levels=8, finest_resolution=256, log2_table_size=14), hidden_dim=32, background="none")
+        model = LatentNeRF(field, RenderConfig(occupancy_resolution=32))
+    else:
+        model = LatentNeRF(FieldConfig(background="none"), RenderConfig())
+    pool = torch.rand(200_000 if quick else 2_000_000, 3, generator=generator) * 2 - 1
     pool = pool[creature_sdf(pool).abs() < 0.06]
     optimizer = torch.optim.Adam(
         [{"params": model.field.encoding.parameters(), "lr": 1e-2}, {"params": model.field.mlp.parameters(), "lr": 3e-3}], betas=(0.9, 0.99), eps=1e-15
@@ -116,8 +130,9 @@ def fit_scene(steps: int, batch: int, seed: int) -> LatentNeRF:
     return model
 
 
-def export_once(model: LatentNeRF, resolution: int, out_dir: Path) -> tuple[dict[str, float], object]:
-    mesh = extract_mesh(model, ExportConfig(resolution=resolution))
+def export_once(model: LatentNeRF, config: ExportConfig, out_dir: Path) -> tuple[dict[str, float], object]:
+    resolution = config.resolution
+    mesh = extract_mesh(model, config)
     timings = dict(mesh.info["timings"])
     start = time.perf_counter()
     save_mesh(mesh, out_dir / f"creature_{resolution}.glb")
@@ -125,9 +140,14 @@ def export_once(model: LatentNeRF, resolution: int, out_dir: Path) -> tuple[dict
     return timings, mesh
 
 
-def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> str:
+def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> dict[str, float]:
     """How well the textured mesh reproduces the NeRF's own renders from the evaluation orbit: silhouette
-    IoU (opacity > 0.5 vs mesh hit) and mean |ΔRGB| (linear map vs texture) where both are solid."""
+    IoU (opacity > 0.5 vs mesh hit) and mean |ΔRGB| (linear map vs texture) where both are solid.
+    Printed; returns {"iou", "rgb_err"}, or {} with the pip line when trimesh cannot cast rays here."""
+    problem = ray_casting_problem()
+    if problem is not None:
+        print(f"fidelity: skipped: {problem}")
+        return {}
     import trimesh
 
     cameras = eval_cameras(CameraConfig(), views)
@@ -137,7 +157,9 @@ def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> str:
     nerf_rgb = latents_to_rgb(render.latent.movedim(1, -1)).reshape(-1, 3).numpy()
     origins, dirs = (t.reshape(-1, 3).numpy() for t in camera_rays(cameras, size, size))
     shape = mesh.to_trimesh()
+    start = time.perf_counter()
     points, rays, faces = shape.ray.intersects_location(origins, dirs, multiple_hits=False)
+    cast_s = time.perf_counter() - start
     hit = np.zeros(len(origins), dtype=bool)
     hit[rays] = True
     bary = trimesh.triangles.points_to_barycentric(shape.triangles[faces], points)
@@ -149,8 +171,25 @@ def fidelity(model: LatentNeRF, mesh, views: int = 4, size: int = 96) -> str:
     solid = opacity > 0.5
     iou = (solid & hit).sum() / max(1, (solid | hit).sum())
     both = (opacity > 0.95) & hit
-    error = np.abs(mesh_rgb[both] - nerf_rgb[both]).mean()
-    return f"fidelity vs NeRF renders ({views} views {size}²): silhouette IoU {iou:.3f}, mean |ΔRGB| {error:.3f} over {both.sum()} pixels"
+    error = float(np.abs(mesh_rgb[both] - nerf_rgb[both]).mean()) if both.any() else 1.0
+    backend = "embree" if trimesh.ray.has_embree else "rtree"
+    print(f"fidelity vs NeRF renders ({views} views {size}²): silhouette IoU {iou:.3f}, mean |ΔRGB| {error:.3f} over {both.sum()} pixels")
+    print(f"ray casting {len(origins):,} rays on {len(shape.faces):,} faces: {backend} {cast_s:.2f} s" + ray_casting_rtree(shape, origins, dirs, backend))
+    return {"iou": float(iou), "rgb_err": error}
+
+
+def ray_casting_rtree(shape, origins: np.ndarray, dirs: np.ndarray, backend: str) -> str:
+    """", rtree <s> s" when embree did the casting and rtree is importable too (the portable fallback's cost)."""
+    if backend != "embree":
+        return ""
+    try:
+        from trimesh.ray.ray_triangle import RayMeshIntersector
+
+        start = time.perf_counter()
+        RayMeshIntersector(shape).intersects_location(origins, dirs, multiple_hits=False)
+    except ImportError:  # rtree missing: embree alone
+        return ""
+    return f", rtree {time.perf_counter() - start:.2f} s"
 
 
 def vae_decoder(latent_size: int):
@@ -192,24 +231,31 @@ def time_vae(mesh, model: LatentNeRF, latent_size: int) -> None:
     print(f"vae: unwrap+bake at {latent_size}² {bake_s:.2f} s, decode {latent_size}² -> {texture.shape[0]}² {decode_s:.2f} s (random SD-layout decoder)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fit-steps", type=int, default=80)
-    parser.add_argument("--fit-batch", type=int, default=16384)
+    parser.add_argument("--quick", action="store_true", help="seconds: tiny field, 32³ and 64³ exports, 256² texture, 8² VAE latent")
+    parser.add_argument("--fit-steps", type=int, default=None, help="regression steps of the scene fit (default 80, --quick 30)")
+    parser.add_argument("--fit-batch", type=int, default=None, help="points per fit step (default 16384, --quick 4096)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-latent", type=int, default=64, help="latent side for the VAE decode timing (128 = 1024² texture); 0 skips")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    parser.add_argument("--vae-latent", type=int, default=None, help="latent side for the VAE decode timing (128 = 1024² texture; default 64, --quick 8); 0 skips")
+    add_threads_argument(parser)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    fit_steps = args.fit_steps if args.fit_steps is not None else (30 if quick else 80)
+    fit_batch = args.fit_batch if args.fit_batch is not None else (4096 if quick else 16384)
+    vae_latent = args.vae_latent if args.vae_latent is not None else (8 if quick else 64)
+    set_threads(args.threads, quick)
     logging.basicConfig(level=logging.WARNING)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    print_header("cpu", "quick" if quick else "")
     start = time.perf_counter()
-    model = fit_scene(args.fit_steps, args.fit_batch, args.seed)
+    model = fit_scene(fit_steps, fit_batch, args.seed, quick)
     print(f"setup (fit + occupancy) {time.perf_counter() - start:.1f} s")
+    configs = [ExportConfig(resolution=r, coarse_resolution=32, texture_size=256) for r in (32, 64)] if quick else [ExportConfig(resolution=r) for r in (128, 256)]
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
-        for resolution in (128, 256):
-            timings, mesh = export_once(model, resolution, Path(tmp))
+        for config in configs:
+            resolution = config.resolution
+            timings, mesh = export_once(model, config, Path(tmp))
             results[resolution] = (timings, mesh)
             split = "  ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in STAGES)
             info = mesh.info
@@ -218,15 +264,18 @@ def main() -> None:
                 f"band evaluations {info['field_evaluations']:,}, marching-cubes faces {info['marching_cubes_faces']:,}, "
                 f"after cleanup {info['cleaned_faces']:,}, final {len(mesh.faces):,} faces / {len(mesh.vertices):,} vertices"
             )
+        finest = configs[-1]
         start = time.perf_counter()
-        lattice = sample_density_lattice(model, ExportConfig(coarse_source="field"))
-        print(f"256³ field stage without the occupancy grid (64³ coarse pass): {time.perf_counter() - start:.2f} s, {lattice.evaluations:,} evaluations")
-        timings, mesh = results[256]
-        print(fidelity(model, mesh))
-        if args.vae_latent:
-            time_vae(mesh, model, args.vae_latent)
-    print(f"RESULT export_s={sum(timings.values()):.2f} faces={len(mesh.faces)}")
+        lattice = sample_density_lattice(model, dataclasses.replace(finest, coarse_source="field"))
+        print(f"{finest.resolution}³ field stage without the occupancy grid ({finest.coarse_resolution}³ coarse pass): "
+              f"{time.perf_counter() - start:.2f} s, {lattice.evaluations:,} evaluations")
+        timings, mesh = results[finest.resolution]
+        checks = fidelity(model, mesh, *((2, 32) if quick else ()))
+        if vae_latent:
+            time_vae(mesh, model, vae_latent)
+    print_result(export_s=sum(timings.values()), faces=len(mesh.faces), **checks)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

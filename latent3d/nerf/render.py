@@ -47,9 +47,11 @@ class RenderConfig:
     """grid = max(decay * grid, new density) for refreshed cells."""
     occupancy_update_fraction: float = 1.0
     """Fraction of cells re-evaluated per refresh. 1 (official): every cell, at one jittered point each,
-    so a region that becomes dense is found at the next refresh (≈ 1.3 s per refresh for 128³ cells on 2
-    CPU cores, i.e. ≈ 80 ms per step). Below 1: that fraction at random plus every occupied cell (cheaper,
-    but a region outside the occupied cells is found only after ≈ 1/fraction refreshes)."""
+    so a region that becomes dense is found at the next refresh (for 128³ cells and the paper-size field
+    ≈ 10 CPU-seconds per refresh on one CPU thread, ≈ 0.6 s per step amortized: more than the render at
+    the CPU step; benchmarks/sds_step.py). Below 1: that fraction at random plus every occupied cell
+    (0.125: ≈ 1.5 CPU-seconds, but a region outside the occupied cells is found only after ≈ 1/fraction
+    refreshes)."""
     density_threshold: float = 10.0
     """A cell is occupied when its density exceeds min(mean grid density, density_threshold)."""
     step_size: float | None = None
