@@ -248,15 +248,15 @@ def test_torch_matches_nvdiffrast_on_cuda(blub):
 
 def test_rasterized_points_lie_on_the_nerf_rays(blub):
     verts, faces = tensors(blub)
-    cams, size = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(7)), 64
-    rast = rasterize(clip_positions(verts, cams, size, size), faces, (size, size), backend="torch")
+    cams, (height, width) = sample_cameras(CameraConfig(), 2, torch.Generator().manual_seed(7)), (48, 80)
+    rast = rasterize(clip_positions(verts, cams, height, width), faces, (height, width), backend="torch")
     covered = ids(rast) > 0
     points = interpolate(verts.double(), rast, faces)[covered]
-    origins, dirs = (t[covered].double() for t in camera_rays(cams, size, size))
+    origins, dirs = (t[covered].double() for t in camera_rays(cams, height, width))
     t = ((points - origins) * dirs).sum(-1)
     off_ray = (points - origins - t[:, None] * dirs).norm(dim=-1)
     assert off_ray.max() < 1e-5
-    forward = cams.axes()[2].double()[:, None, None].expand(-1, size, size, -1)[covered]
+    forward = cams.axes()[2].double()[:, None, None].expand(-1, height, width, -1)[covered]
     torch.testing.assert_close(rast[..., 2][covered].double(), expected_zw(t * (dirs * forward).sum(-1)), atol=2e-6, rtol=0)
 
 
@@ -272,6 +272,19 @@ def test_interpolate_shares_or_batches_attributes_and_is_differentiable():
     assert colours.grad is not None and colours.grad.abs().sum() > 0
     batched = interpolate(torch.stack([colours.detach(), 2 * colours.detach()]), rast, faces)
     torch.testing.assert_close(batched[1], 2 * interpolate(colours.detach(), rast, faces)[1])
+
+
+def test_a_quad_filling_the_view_renders_its_texture():
+    """Rasterize -> interpolate uvs -> sample: row 0 at the top and v up agree end to end."""
+    half = 2.0 * math.tan(math.radians(30.0))  # the z = 0 square that a 60° camera at distance 2 sees
+    verts = torch.tensor([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
+    faces, uvs = torch.tensor([[0, 1, 2], [0, 2, 3]]), torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    rast = rasterize(clip_positions(verts, camera(), 16, 16), faces, (16, 16), backend="torch")
+    texture = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    image = sample_texture(texture, interpolate(uvs, rast, faces))
+    torch.testing.assert_close(image[0], texture.detach(), atol=1e-4, rtol=0)
+    image.sum().backward()
+    torch.testing.assert_close(texture.grad, torch.ones_like(texture), atol=1e-4, rtol=0)
 
 
 # ---- texture lookup ----------------------------------------------------------------------------------

@@ -42,12 +42,9 @@ def clip_matrices(cameras: Cameras, height: int, width: int, near: float = 0.1, 
     eye = cameras.positions().double()
     focal = (height / 2) / torch.tan(torch.deg2rad(cameras.fovy.double()) / 2)  # [B]
     rows = torch.stack([right * (2 * focal / width)[:, None], up * (2 * focal / height)[:, None], forward], 1)
-    linear = torch.zeros(len(cameras), 4, 4, dtype=torch.float64, device=eye.device)
-    linear[:, [0, 1, 3], :3] = rows
-    linear[:, [0, 1, 3], 3] = -(rows @ eye[:, :, None])[..., 0]
-    linear[:, 2] = ((far + near) * linear[:, 3]) / (far - near)
-    linear[:, 2, 3] -= 2 * far * near / (far - near)
-    return linear
+    x, y, w = torch.cat([rows, -(rows @ eye[:, :, None])], 2).unbind(1)  # [B, 4] each: rows of the matrix
+    z = ((far + near) * w - torch.tensor([0.0, 0.0, 0.0, 2 * far * near], dtype=w.dtype, device=w.device)) / (far - near)
+    return torch.stack([x, y, z, w], 1)
 
 
 def clip_positions(
@@ -83,6 +80,7 @@ def rasterize(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     chosen = _choose(backend, clip.device)
+    clip = clip.detach()  # visibility is integer-valued: no graph to build
     if chosen == "nvdiffrast":
         return _rasterize_nvdiffrast(clip, faces, height, width)
     if chosen == "embree":
@@ -139,10 +137,11 @@ def interpolate(attributes: torch.Tensor, rast: torch.Tensor, faces: torch.Tenso
     if face_id.numel() and int(face_id.max()) >= faces.shape[0]:
         raise ValueError(f"rast names triangle ids beyond faces' {faces.shape[0]} rows; pass the rasterized faces")
     covered = face_id >= 0
-    corners = faces.long().to(rast.device)[face_id.clamp(min=0)]  # [B, H, W, 3]
+    # index_select, not tensor[index]: advanced indexing always enters torch's thread pool (ms when shared)
+    corners = faces.long().to(rast.device).index_select(0, face_id.clamp(min=0).reshape(-1)).reshape(*face_id.shape, 3)
     table = attributes.expand(batch, *attributes.shape[-2:]) if attributes.ndim == 3 else attributes[None].expand(batch, -1, -1)
     offsets = torch.arange(batch, device=rast.device)[:, None, None, None] * table.shape[1]
-    values = table.reshape(-1, table.shape[-1])[(corners + offsets).reshape(-1)].reshape(*corners.shape, -1)
+    values = table.reshape(-1, table.shape[-1]).index_select(0, (corners + offsets).reshape(-1)).reshape(*corners.shape, -1)
     u, v = rast[..., 0:1], rast[..., 1:2]
     weights = torch.stack([u, v, 1.0 - u - v], -2).to(values.dtype)  # [B, H, W, 3, 1]
     return (values * weights).sum(-2) * covered[..., None]
@@ -200,9 +199,8 @@ def _face_setup(clip: torch.Tensor, faces: torch.Tensor, height: int, width: int
     alpha, beta = a * (2.0 / width), b * (-2.0 / height)
     lo, hi = _boxes(corners, height, width)
     gamma = a * (1.0 / width - 1.0) + b * (1.0 - 1.0 / height) + c + alpha * lo[:, :1] + beta * lo[:, 1:]
-    extent = (hi - lo + 1).clamp(min=0)
     hidden = (det == 0) | (w <= 0).all(1) | (z > w).all(1) | (z < -w).all(1)
-    extent[hidden] = 0
+    extent = torch.where(hidden[:, None], 0, (hi - lo + 1).clamp(min=0))
     return torch.stack([alpha, beta, gamma], 1), lo, extent
 
 
@@ -234,7 +232,7 @@ def _depth_test(coefficients, lo, extent, counts, start, stop, sizes, best) -> N
         return
     first = torch.repeat_interleave(torch.cumsum(counts[start:stop], 0) - counts[start:stop], counts[start:stop])
     local = torch.arange(face.numel(), device=best.device) - first
-    box_width = extent[face, 0]
+    box_width = extent[:, 0].index_select(0, face)
     dy = torch.div(local, box_width, rounding_mode="floor")
     dx = local - dy * box_width
     c = coefficients.index_select(1, face)  # [12, M]: α of (E0, E1, E2, z/w), then β, then γ
@@ -277,8 +275,8 @@ def rast_from_faces(clip: torch.Tensor, faces: torch.Tensor, face: torch.Tensor,
     e = a.roll(-1, 1) * c.roll(-2, 1) - a.roll(-2, 1) * c.roll(-1, 1)  # [N, 3]
     total = e.sum(1)
     zw = (e * z).sum(1) / (e * w).sum(1)
-    rast[pixel] = torch.stack([e[:, 0] / total, e[:, 1] / total, zw, (f + 1).double()], 1).float()
-    return rast.reshape(batch, height, width, 4)
+    values = torch.stack([e[:, 0] / total, e[:, 1] / total, zw, (f + 1).double()], 1).float()
+    return rast.index_copy_(0, pixel, values).reshape(batch, height, width, 4)  # not rast[pixel] = (see interpolate)
 
 
 # ---- nvdiffrast backend ------------------------------------------------------------------------------
@@ -334,6 +332,8 @@ def _check_faces(faces, num_vertices: int) -> None:
     if faces.shape[0] >= MAX_FACES:
         raise ValueError(f"faces must have fewer than 2^24 rows (ids are float32), got {faces.shape[0]}")
     if faces.numel():
-        low, high = (int(x) for x in torch.aminmax(faces))
+        # numpy's reduction is serial: a parallel torch one costs ms when the CPU is shared (NOTES.md)
+        span = (faces.numpy().min(), faces.numpy().max()) if faces.device.type == "cpu" else torch.aminmax(faces)
+        low, high = (int(x) for x in span)
         if low < 0 or high >= num_vertices:
             raise ValueError(f"faces must index vertices in [0, {num_vertices}), got values in [{low}, {high}]")
