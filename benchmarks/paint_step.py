@@ -3,8 +3,8 @@
 Prints, for the paper's configuration (texture 4×128², environment background, bilinear lookup):
 - the per-step split into rasterize, texture lookup forward + backward (with the background), UNet
   (the SDS call: noise, UNet, guidance), optimizer and other, at 64² and 512² latent views, with a
-  denoiser that costs nothing (the machinery alone) and with a UNet: the tiny UNet at both sizes and
-  the SD1.5-shaped one (random weights) at 64² (a 512² latent is a 4096² image: no SD UNet runs there);
+  denoiser that costs nothing (the machinery alone, both sizes) and with a UNet at 64²: the tiny one and
+  the SD1.5-shaped one (random weights); a 512² latent view is a 4096² image, which no SD UNet is run on;
 - every CPU rasterizer backend against trimesh ray casting on the same rays, at 64² and 512²
   (``benchmarks/paint_raster.py``'s functions when that file is present);
 - peak memory: the process's peak RSS on CPU; on CUDA peak allocated VRAM and the step / bare fp16
@@ -192,9 +192,8 @@ def main() -> None:
     from latent3d.tiny import build_tiny_modules
 
     tiny = prepared(build_tiny_modules()["unet"], device, dtype)
-    for size in sizes:
-        denoiser, bare = unet_denoiser(tiny, size, device, dtype)
-        show("tiny UNet", size, step_split(mesh, denoiser, tiny.config.cross_attention_dim, size, device, max(3, args.steps // 4), bare))
+    denoiser, bare = unet_denoiser(tiny, 64, device, dtype)
+    show("tiny UNet", 64, step_split(mesh, denoiser, tiny.config.cross_attention_dim, 64, device, max(3, args.steps // 4), bare))
     print(f"  peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
     if not args.quick:
         from latent3d.loading import build_sd15_unet
