@@ -43,7 +43,7 @@ BLUB = Path("/work/shared/assets/shapes/blub.obj")
 SECTIONS = ("rasterize", "texture", "render_backward", "unet", "optimizer")
 
 try:  # the rasterizer benchmark's helpers, when that file is present
-    from paint_raster import load_blub, loadavg, raster_calls, time_round_robin
+    from paint_raster import load_blub, loadavg, raster_calls, time_round_robin, trimesh_engine
 except ImportError:  # pragma: no cover - a checkout without benchmarks/paint_raster.py
     load_blub = raster_calls = None
 
@@ -152,9 +152,14 @@ def rasterizers(sizes: tuple[int, ...], repeats: int) -> dict[int, float]:
         print("  (benchmarks/paint_raster.py is not present: rasterizer comparison skipped)")
         return {}
     mesh = load_blub(BLUB)
+    engine = trimesh_engine(mesh)
+    print(f"  trimesh ray engine: {engine}")
     auto = {}
     for size in sizes:
-        results = time_round_robin(raster_calls(mesh, size), repeats if size == 64 else max(3, repeats // 3))
+        calls, cast = raster_calls(mesh, size)
+        if engine.startswith("embree"):  # rtree's fallback takes 10-30 s a view: left to paint_raster.py
+            calls["trimesh ray casting"] = cast
+        results = time_round_robin(calls, repeats if size == 64 else max(3, repeats // 3))
         for name, (first, median) in results.items():
             print(f"  {size:4d}²  {name:24s} median {median:8.2f} ms   first {first:8.2f} ms", flush=True)
         auto[size] = results["rasterize[auto]"][1]
