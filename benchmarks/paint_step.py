@@ -103,7 +103,9 @@ def step_split(mesh, denoiser, width: int, resolution: int, device, steps: int, 
     row = {k: 1000 * timer.totals.get(k, 0.0) / steps for k in SECTIONS}  # means, like the step below
     row["step"], row["median"] = statistics.fmean(times), statistics.median(times)
     row["other"] = row["step"] - sum(row[k] for k in SECTIONS)
-    row["machinery"] = row["step"] - (statistics.fmean(bare_times) if bare_times else 0.0)  # all but the UNet forward
+    # all but the UNet: with a free denoiser the whole step; with a UNet every section but the SDS call
+    # (step − bare UNet would subtract two large numbers that the machine's load moves independently)
+    row["machinery"] = row["step"] - (row["unet"] if bare_times else 0.0)
     if bare_times:
         row["unet_alone"] = statistics.fmean(bare_times)
         row["ratio"] = row["step"] / row["unet_alone"]
