@@ -245,7 +245,7 @@ def conditioning_tensor(conditioning: Any, argument: str) -> torch.Tensor:
     return plain(tensor[:1]).float()
 
 
-def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any]):
+def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any], node: str = "Latent-NeRF Train"):
     """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides."""
     from ..latent3d.guidance.prompts import PromptEmbeddings, view_prompt
     from ..latent3d.nerf.cameras import VIEW_LABELS
@@ -253,7 +253,7 @@ def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool,
 
     if not isinstance(prompt, str) or not prompt.strip():
         if len([v for v in overrides.values() if v is not None]) < len(VIEW_LABELS):
-            raise ValueError("Latent-NeRF Train: prompt is empty; write a prompt or connect a conditioning for every view")
+            raise ValueError(f"{node}: prompt is empty; write a prompt or connect a conditioning for every view")
     labels = [label for label in VIEW_LABELS if overrides.get(label) is None]
     texts = [negative or ""] + [view_prompt(prompt, label) if view_dependent else prompt for label in labels]
     encoded = list(encode_with_clip(clip, texts).split(1))
@@ -283,6 +283,21 @@ def texture_decoder(vae: Any, nerf_to_vae: Callable[[torch.Tensor], torch.Tensor
     from .comfy_denoiser import vae_decode
 
     return lambda z: vae_decode(vae, nerf_to_vae(z)).permute(0, 3, 1, 2).contiguous()
+
+
+def texture_encoder(vae: Any, to_model: Callable[[torch.Tensor], torch.Tensor]):
+    """Latent-Paint's encode callable: images [1, 3, H, W] in 0..1 -> model-space latents [1, 4, H/8, W/8]
+    (CPU float32, ordinary tensors), through a ComfyUI VAE; None without a VAE."""
+    if vae is None:
+        return None
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            latent = vae.encode(images.permute(0, 2, 3, 1)[..., :3].contiguous())
+        with torch.inference_mode(False):
+            return to_model(latent.detach().float().cpu().clone())
+
+    return encode
 
 
 def core_mesh(mesh) -> Any:

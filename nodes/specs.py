@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..latent3d.export import ExportConfig
 from ..latent3d.nerf.train import NerfConfig
+from ..latent3d.paint.train import PaintConfig
 from ..latent3d.shape.loss import SketchShapeConfig
 from .spec import NodeSpec, Socket, Widget
 
@@ -18,18 +19,18 @@ _preview = Socket("preview_file", "STRING", "The normalized sketch as a GLB unde
 _sketch_out = Socket("sketch", SKETCH, "The sketch mesh and its placement (scale, rotation, offset) for Sketch Shape Loss.")
 
 
-def _placement_widgets() -> tuple[Widget, ...]:
+def _placement_widgets(thing: str = "sketch") -> tuple[Widget, ...]:
     rotations = tuple(
-        Widget(f"rotate_{axis}", "FLOAT", f"Rotation of the sketch about {axis} in degrees, applied after scaling (x, then y, then z).",
+        Widget(f"rotate_{axis}", "FLOAT", f"Rotation of the {thing} about {axis} in degrees, applied after scaling (x, then y, then z).",
                field="rotation_deg", index=i, min=-360.0, max=360.0, step=1.0)
         for i, axis in enumerate(AXES)
     )
     offsets = tuple(
-        Widget(f"offset_{axis}", "FLOAT", f"Shift of the sketch along {axis} after rotation (world units; y is up, +z is the front).",
+        Widget(f"offset_{axis}", "FLOAT", f"Shift of the {thing} along {axis} after rotation (world units; y is up, +z is the front).",
                field="offset", index=i, min=-1.0, max=1.0, step=0.01)
         for i, axis in enumerate(AXES)
     )
-    scale = Widget("mesh_scale", "FLOAT", "The sketch is centred and scaled so its farthest vertex lies this far from the origin (the scene is [-1, 1]³).",
+    scale = Widget("mesh_scale", "FLOAT", f"The {thing} is centred and scaled so its farthest vertex lies this far from the origin (the scene is [-1, 1]³).",
                    field="mesh_scale", min=0.05, max=1.0, step=0.01)
     return (scale, *rotations, *offsets)
 
@@ -148,4 +149,56 @@ EXPORT_MESH = NodeSpec(
     output_node=True,
 )
 
-ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, EXPORT_MESH)
+NO_MESH_FILE = "none"
+"""The mesh_file choice that means "paint the connected mesh or sketch"."""
+
+LATENT_PAINT = NodeSpec(
+    node_id="Latent3DLatentPaint",
+    display_name="Latent-Paint (Latent3D)",
+    category="Latent3D/paint",
+    description="Paint a texture on a given mesh by score distillation through the loaded SD1.x/SD2.x model (a latent UV texture, "
+    "decoded by the VAE). Writes a textured GLB under output/ for core Preview3D. Long run: progress, previews and interrupt work; "
+    "rerunning the same inputs resumes from the last checkpoint.",
+    inputs=(
+        Widget("mesh_file", "COMBO", "A mesh under ComfyUI's input/3d folder (its own UVs and texture are kept, else xatlas unwraps it); "
+               "'none' paints the connected mesh or sketch instead.", options=(NO_MESH_FILE,), default=NO_MESH_FILE, upload=True),
+        Socket("mesh", "MESH", "Optional: a core MESH to paint (e.g. Export Mesh's mesh); used before sketch and mesh_file.", optional=True),
+        Socket("sketch", SKETCH, "Optional: a sketch from Load Sketch Mesh or Sketch Primitive to paint (as placed there); used before mesh_file.", optional=True),
+        Socket("model", "MODEL", "An SD1.x or SD2.x model (LoRAs applied upstream are honoured)."),
+        Socket("clip", "CLIP", "The text encoder for the prompt ('embedding:name' textual inversions work)."),
+        Widget("prompt", "STRING", "What the texture shows. Each view gets ', front view' / ', side view' / ... appended.", default="a goldfish", multiline=True),
+        Widget("negative", "STRING", "The unconditional (negative) prompt; the paper uses the empty prompt.", default="", multiline=True),
+        Widget("view_dependent", "BOOLEAN", "Append the view direction to the prompt (front/side/back/overhead).", default=True),
+        Widget("iterations", "INT", "Optimization steps (paper: 5000).", field="iterations", min=1, max=100000),
+        Widget("seed", "INT", "Seed of every random draw (initial texture, cameras, timesteps, noise).", field="seed", min=0, max=2**31 - 1, seed=True),
+        Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
+        Widget("resolution", "INT", "Latent render size per step (64 = a 512² image).", field="resolution", min=8, max=256, step=8),
+        Widget("texture_size", "INT", "Side of the latent texture (the VAE decodes it to 8× as many pixels).", field="texture_size", min=64, max=512, step=8),
+        Widget("lr", "FLOAT", "Adam learning rate of the texture and background.", field="lr", min=1e-5, max=1.0, step=1e-4),
+        Widget("init", "COMBO", "color: start near red (paper); texture: start from the mesh's own texture (encoded by the VAE when connected).",
+               field="init", options=("color", "texture")),
+        Widget("background", "COMBO", "environment: learnable latent colours per direction (paper); learned: one learnable colour; fixed: constant white.",
+               field="background", options=("environment", "learned", "fixed")),
+        Widget("texture_filter", "COMBO", "Texture lookup while training (the official code uses nearest).", field="texture_filter", options=("bilinear", "nearest", "mipmap")),
+        *_placement_widgets("mesh"),
+        Widget("preview_every", "INT", "Show a preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
+        Widget("preview_resolution", "INT", "Latent size of previews (64 = 512 px); the turntable is rendered at 8× this size.",
+               field="preview_resolution", min=8, max=256, step=8),
+        Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("texture_resolution", "INT", "Side of the RGB texture written into the GLB (a multiple of 8 with a VAE).", default=1024, min=64, max=4096, step=8),
+        Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
+        Widget("filename_prefix", "STRING", "Where under output/ to write the GLB (a counter is appended).", default="latent3d/paint"),
+        Socket("vae", "VAE", "Optional: decode the texture and previews with this VAE (sharper; else the linear latent map) and encode init 'texture'.", optional=True),
+        *_VIEW_OVERRIDES,
+    ),
+    outputs=(
+        Socket("model_file", "STRING", "The textured GLB relative to output/: connect to core Preview3D."),
+        Socket("texture", "IMAGE", "The RGB texture (UV space)."),
+        Socket("turntable", "IMAGE", "Renders of the painted mesh around it (batch)."),
+        Socket("textured_mesh", "MESH", "The textured mesh as core MESH (with UVs and texture where the host's MESH takes them)."),
+    ),
+    config=PaintConfig,
+    output_node=True,
+)
+
+ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, EXPORT_MESH, LATENT_PAINT)

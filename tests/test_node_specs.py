@@ -38,8 +38,11 @@ def spec_lib(pack):
 
 def test_ids_categories_and_tooltips(specs, spec_lib):
     ids = [s.node_id for s in specs.ALL_SPECS]
-    assert len(set(ids)) == len(ids) == 5
-    assert ids == ["Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh"]
+    assert len(set(ids)) == len(ids) == 6
+    assert ids == [
+        "Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh",
+        "Latent3DLatentPaint",
+    ]
     for spec in specs.ALL_SPECS:
         assert spec.category.startswith("Latent3D/") and spec.description
         names = [i.name for i in spec.inputs] + [o.name for o in spec.outputs]
@@ -126,3 +129,77 @@ def test_an_unreadable_run_checkpoint_is_a_clear_node_error(pack, tmp_path):
     broken.write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match=r"Latent-NeRF Train: the checkpoint of this run cannot be read .*Turn 'resume' off"):
         host.checkpoint_step(broken, "Latent-NeRF Train")
+
+
+def test_paint_widgets_map_onto_paint_config(specs, spec_lib, pack):
+    train = importlib.import_module(f"{ALIAS}.latent3d.paint.train")
+    spec = specs.LATENT_PAINT
+    assert spec.config is train.PaintConfig and spec.output_node
+    defaults = {name: spec_lib.widget_default(spec, spec.widget(name)) for name in ("iterations", "texture_size", "guidance_scale", "lr", "mesh_scale", "init")}
+    assert defaults == {"iterations": 5000, "texture_size": 128, "guidance_scale": 100.0, "lr": 1e-2, "mesh_scale": 0.6, "init": "color"}
+    assert spec_lib.widget_default(spec, spec.widget("mesh_file")) == specs.NO_MESH_FILE
+    config = spec_lib.build_config(spec, {"iterations": 30, "rotate_y": 90.0, "offset_z": 0.1, "background": "fixed", "texture_size": 256, "prompt": "x"})
+    assert (config.iterations, config.rotation_deg, config.offset, config.background, config.texture_size) == (30, (0.0, 90.0, 0.0), (0.0, 0.0, 0.1), "fixed", 256)
+    assert config.camera == train.PaintConfig().camera and config.camera.fovy_range == (60.0, 60.0)
+    with pytest.raises(ValueError, match="texture_size"):
+        spec_lib.build_config(spec, {"texture_size": 1024})
+    outputs = [(o.name, o.type) for o in spec.outputs]
+    assert outputs == [("model_file", "STRING"), ("texture", "IMAGE"), ("turntable", "IMAGE"), ("textured_mesh", "MESH")]
+    sockets = {i.name: i.type for i in spec.inputs if isinstance(i, spec_lib.Socket)}
+    assert sockets["mesh"] == "MESH" and sockets["sketch"] == specs.SKETCH and sockets["vae"] == "VAE" and "front_conditioning" in sockets
+
+
+def test_paint_mesh_inputs_without_the_host(pack, tmp_path):
+    """Which mesh the node paints: the MESH socket (unbatched; its uvs and texture kept), else the sketch
+    as placed, else the file; and clear errors for a batch or nothing connected."""
+    import types
+
+    import numpy as np
+    import torch
+
+    inputs = importlib.import_module(f"{ALIAS}.nodes.paint_inputs")
+    mesh_lib = importlib.import_module(f"{ALIAS}.latent3d.paint.mesh")
+    node_types = importlib.import_module(f"{ALIAS}.nodes.types")
+    primitives = importlib.import_module(f"{ALIAS}.latent3d.shape.primitives")
+    shape_loss = importlib.import_module(f"{ALIAS}.latent3d.shape.loss")
+    config = mesh_lib.PaintMeshConfig()
+    vertices = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]])
+    faces = torch.tensor([[[0, 1, 2], [0, 2, 3]]])
+    uvs = torch.tensor([[[0.0, 0], [1, 0], [1, 1], [0, 1]]])
+    texture = torch.rand(1, 8, 8, 3)
+    core = types.SimpleNamespace(vertices=vertices, faces=faces, uvs=uvs, texture=texture)
+    painted = inputs.mesh_to_paint("none", core, None, None, config)
+    assert painted.uv_origin == "file" and np.allclose(painted.uvs, uvs[0].numpy()) and painted.texture.shape == (8, 8, 3)
+    assert np.array_equal(painted.texture, np.round(texture[0].numpy() * 255).astype(np.uint8))
+    bare = inputs.mesh_to_paint("none", types.SimpleNamespace(vertices=vertices, faces=faces), None, None, config)
+    assert bare.uv_origin == "xatlas" and bare.texture is None
+    with pytest.raises(ValueError, match="a batch of 2 meshes"):
+        inputs.mesh_to_paint("none", types.SimpleNamespace(vertices=vertices.repeat(2, 1, 1), faces=faces.repeat(2, 1, 1)), None, None, config)
+    sketch = node_types.Sketch((primitives.make_primitive("box", (0.3, 0.6, 0.3), "y", (0, 0, 0)),), shape_loss.SketchShapeConfig(rotation_deg=(0.0, 0.0, 90.0)))
+    from_sketch = inputs.mesh_to_paint("none", None, sketch, None, config)
+    extent = from_sketch.vertices.max(0) - from_sketch.vertices.min(0)
+    assert extent[0] > extent[1]  # the sketch's 90° roll about z made the tall box wide
+    with pytest.raises(ValueError, match="no mesh to paint.*connect a MESH"):
+        inputs.mesh_to_paint("none", None, None, None, config)
+    path = tmp_path / "quad.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 3\n")
+    assert inputs.mesh_to_paint("3d/quad.obj", None, None, lambda name: path, config).num_faces == 1
+    fmt = inputs.LatentFormat(0.13025, 0.0609)
+    z = torch.randn(1, 4, 2, 2)
+    assert torch.allclose(fmt.to_model(fmt.to_vae(z)), z, atol=1e-6)
+
+
+def test_texture_encoder_calls_the_vae_with_an_image(pack):
+    import torch
+
+    host = importlib.import_module(f"{ALIAS}.nodes.host")
+    seen = {}
+
+    class Vae:
+        def encode(self, image):
+            seen["shape"] = tuple(image.shape)
+            return torch.ones(1, 4, image.shape[1] // 8, image.shape[2] // 8)
+
+    assert host.texture_encoder(None, lambda z: z) is None
+    latent = host.texture_encoder(Vae(), lambda z: 0.5 * z)(torch.rand(1, 3, 16, 24))
+    assert seen["shape"] == (1, 16, 24, 3) and latent.shape == (1, 4, 2, 3) and float(latent.max()) == 0.5 and not latent.is_inference()

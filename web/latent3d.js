@@ -5,7 +5,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const TRAINING_NODES = new Set(["Latent3DLatentNeRFTrain"]);
+const TRAINING_NODES = new Set(["Latent3DLatentNeRFTrain", "Latent3DLatentPaint"]);
 const MAX_FRAMES = 48;
 const PANEL_HEIGHT = 250;
 

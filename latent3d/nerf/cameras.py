@@ -52,6 +52,13 @@ class CameraConfig:
         if not (0 <= self.theta_range[0] and self.theta_range[1] <= 180):
             raise ValueError(f"CameraConfig.theta_range must lie in [0, 180] degrees, got {self.theta_range!r}")
 
+    @classmethod
+    def paint(cls) -> "CameraConfig":
+        """Latent-Paint's cameras (official latent-paint code): the same radius, θ, φ and view sectors as
+        Latent-NeRF, a fixed 60° field of view (kaolin's projection of π/3), and the evaluation orbit at
+        θ = 60°, radius 1.8 (1.2 × the largest training radius)."""
+        return cls(fovy_range=(60.0, 60.0), eval_theta=60.0, eval_radius=1.8, eval_fovy=60.0)
+
 
 @dataclass
 class Cameras:

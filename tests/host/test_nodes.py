@@ -69,7 +69,7 @@ def test_every_node_registers_with_prefixed_id_and_tooltips(n) -> None:
         ids.add(schema.node_id)
         for item in list(schema.inputs) + list(schema.outputs):
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
-    assert ids == {"Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh"}
+    assert ids == {"Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh", "Latent3DLatentPaint"}
 
 
 def test_sketch_nodes(n, folders) -> None:
