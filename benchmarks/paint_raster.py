@@ -12,7 +12,7 @@ each other (see NOTES.md); the load average is printed around each size. Texture
 from per-vertex UVs (bilinear and mipmap).
 
 Last line: ``RESULT raster64_ms=<x> raster512_ms=<y>`` for backend "auto" (nan for sizes not run).
-Run: ``python benchmarks/paint_raster.py [--quick] [--threads 2] [--mesh PATH]`` (--quick: 64² only, < 20 s).
+Run: ``python benchmarks/paint_raster.py [--quick] [--threads 2] [--mesh PATH]`` (--quick: 3 repeats, < 20 s).
 """
 
 from __future__ import annotations
@@ -104,13 +104,13 @@ def texture_calls(mesh) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, 64² only (< 20 s)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats per size (< 20 s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2, like the tests)")
     parser.add_argument("--mesh", type=Path, default=BLUB, help="an OBJ/PLY/GLB mesh (default blub.obj)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     mesh = load_blub(args.mesh)
-    sizes, repeats = ((64,), 7) if args.quick else ((64, 512), 15)
+    sizes, repeats = (64, 512), (3 if args.quick else 15)
     engine = trimesh_engine(mesh)
     print(f"mesh {args.mesh.name}: {len(mesh.faces)} faces; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"embreex>=4 {'installed' if embree_usable() else 'missing'}; trimesh ray engine: {engine}")

@@ -278,9 +278,9 @@ class PaintTrainer(Optimization):
         names = {"embeddings": "prompt embeddings (prompt or negative prompt)", "denoiser": "model (--model / MODEL)", "mesh": "mesh (or its UVs)"}
         return names.get(key, super().describe(key))
 
-    def state_record(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_record(self, optimizer: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The loop's record plus the mesh (its own coordinates), so ``load_painted`` needs nothing else."""
-        tensors, record = super().state_record()
+        tensors, record = super().state_record(optimizer)
         for name in ("vertices", "faces", "uvs", "positions"):
             tensors[f"mesh.{name}"] = torch.from_numpy(np.array(getattr(self.mesh, name)))
         record["mesh_source"] = self.mesh.source
