@@ -5,6 +5,7 @@ def node_classes() -> list[type]:
     """Every Latent3D node class, in menu order (imports ComfyUI's API: call inside the host only)."""
     from .export_nodes import ExportMesh
     from .nerf_nodes import LatentNeRFTrain
+    from .refine_nodes import LatentToRGBRefine
     from .sketch_nodes import LoadSketchMesh, SketchPrimitive, SketchShapeLoss
 
-    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, ExportMesh]
+    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, ExportMesh, LatentToRGBRefine]
