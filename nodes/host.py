@@ -245,15 +245,16 @@ def conditioning_tensor(conditioning: Any, argument: str) -> torch.Tensor:
     return plain(tensor[:1]).float()
 
 
-def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any]):
-    """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides."""
+def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any], node: str = "Latent-NeRF Train"):
+    """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides;
+    ``node`` names the node in errors."""
     from ..latent3d.guidance.prompts import PromptEmbeddings, view_prompt
     from ..latent3d.nerf.cameras import VIEW_LABELS
     from .comfy_denoiser import encode_with_clip, same_length
 
     if not isinstance(prompt, str) or not prompt.strip():
         if len([v for v in overrides.values() if v is not None]) < len(VIEW_LABELS):
-            raise ValueError("Latent-NeRF Train: prompt is empty; write a prompt or connect a conditioning for every view")
+            raise ValueError(f"{node}: prompt is empty; write a prompt or connect a conditioning for every view")
     labels = [label for label in VIEW_LABELS if overrides.get(label) is None]
     texts = [negative or ""] + [view_prompt(prompt, label) if view_dependent else prompt for label in labels]
     encoded = list(encode_with_clip(clip, texts).split(1))

@@ -32,7 +32,7 @@ class LatentToRGBRefine(io.ComfyNode):
         config = refine_host.host_config(build_config(LATENT_TO_RGB_REFINE, widgets))
         device = mm.get_torch_device()
         denoiser = ComfyDenoiser(model)
-        embeddings = host.view_embeddings(clip, prompt, negative, view_dependent, overrides)
+        embeddings = host.view_embeddings(clip, prompt, negative, view_dependent, overrides, node=name)
         matrix = refine_host.color_init(model, color_init)
         key = host.run_key(run_identity(config), embeddings.fingerprint(), host.model_fingerprint(model), state_fingerprint(source.model), matrix)
         checkpoint = host.run_directory(key) / "refined.safetensors"
