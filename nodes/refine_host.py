@@ -22,10 +22,10 @@ from ..latent3d.refine.encoder import ModuleEncoder
 from .types import TrainedNerf
 
 ACTIVATION_BYTES_PER_PIXEL = 13_000
-"""fp32 bytes the SD VAE encoder keeps per input pixel for its backward pass (≈3.3 GB at 512², measured on
+"""fp32 bytes the SD VAE encoder keeps per input pixel for its backward pass (3.13 GB at 512², measured on
 the diffusers AutoencoderKL with SD's shape by benchmarks/refine_step.py); scaled by the dtype's size."""
 CHECKPOINTED_SHARE = 0.25
-"""Share of those activations kept with per-block gradient checkpointing (block inputs, one block at a time)."""
+"""Share of those kept with per-block gradient checkpointing (0.69 of 3.13 GB measured, rounded up)."""
 COLOR_INITS = ("paper", "host preview")
 
 

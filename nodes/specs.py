@@ -179,7 +179,7 @@ LATENT_TO_RGB_REFINE = NodeSpec(
                field="shading_start", none_value=-1, min=-1, max=100000),
         Widget("ambient_ratio", "FLOAT", "Ambient share of the shading (paper: 0.1; 1 = no shading).", field="ambient_ratio", min=0.0, max=1.0, step=0.01),
         Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight, as in Latent-NeRF Train.", field="sparsity_weight", min=0.0, max=1000.0, step=0.01),
-        Widget("vae_checkpointing", "BOOLEAN", "Recompute the VAE encoder's activations in the backward pass: ≈2 GB less VRAM at 512², slower. Always on with --lowvram.",
+        Widget("vae_checkpointing", "BOOLEAN", "Recompute the VAE encoder's activations in the backward pass: ≈1–2 GB less VRAM at 512², one more encoder pass per step. Always on with --lowvram.",
                field="vae_checkpointing"),
         Widget("color_init", "COMBO", "Start of the colour head: the paper's latent→RGB matrix, or this model family's latent-preview factors.",
                options=("paper", "host preview"), default="paper"),

@@ -3,8 +3,9 @@
 Any callable with that contract works (``SdComponents.encode_images``: posterior mean × the model's latent
 scale). :class:`ModuleEncoder` adds what a bare callable cannot offer: a fingerprint of its weights (a run
 is not resumed with another VAE) and per-block gradient checkpointing, which recomputes each residual or
-attention block's activations during the backward pass instead of keeping them, cutting the encoder's
-activation memory at 512² from ≈3 GB (fp32) to about one block's worth for one extra encoder forward.
+attention block's activations during the backward pass instead of keeping them: for SD's VAE at 512² the
+tensors kept for the backward fall from 3.13 GB to 0.69 GB (fp32, measured by benchmarks/refine_step.py),
+for one extra encoder forward per step.
 """
 
 from __future__ import annotations
