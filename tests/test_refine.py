@@ -3,7 +3,6 @@ geometry, resume, bad inputs. References are computed here, independently of the
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -15,10 +14,9 @@ from latent3d.guidance.denoiser import OracleDenoiser
 from latent3d.guidance.prompts import PromptEmbeddings
 from latent3d.nerf.cameras import orbit_cameras
 from latent3d.nerf.model import LatentNeRF
-from latent3d.nerf.render import RenderConfig, render_views
 from latent3d.nerf.train import NerfConfig, fit_latent_nerf
 from latent3d.refine.convert import to_rgb_nerf
-from latent3d.refine.train import RefineConfig, RefineTrainer, load_refined, refine_rgb
+from latent3d.refine.train import RefineConfig, RefineTrainer, refine_rgb
 from latent3d.scenes import ColorBlobs, ConstantBackground, oracle_for, scene_renderer
 
 # the latent→RGB matrix of docs/method.md §1, typed in again: the reference must not import the code's copy

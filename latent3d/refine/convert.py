@@ -24,7 +24,7 @@ from torch import nn
 from ..colors import LATENT_RGB_MATRIX
 from ..nerf.cameras import Cameras
 from ..nerf.model import LatentNeRF
-from ..nerf.render import ViewRender, render_views
+from ..nerf.render import RenderOutput, ViewRender, render_views
 from .shading import LambertianField, Shading
 
 
@@ -147,7 +147,7 @@ class RgbNeRF(nn.Module):
         jitter: bool = False,
         use_occupancy: bool = True,
         shading: Shading | None = None,
-    ):
+    ) -> tuple[ViewRender, RenderOutput | None]:
         """(ViewRender whose ``latent`` holds RGB [B, 3, H, W] (unclamped), packed samples with grad).
 
         ``shading`` None renders the albedo; a :class:`Shading` lights the field's samples (never the
