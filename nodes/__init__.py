@@ -6,6 +6,7 @@ def node_classes() -> list[type]:
     from .export_nodes import ExportMesh
     from .nerf_nodes import LatentNeRFTrain
     from .paint_nodes import LatentPaint
+    from .refine_nodes import LatentToRGBRefine
     from .sketch_nodes import LoadSketchMesh, SketchPrimitive, SketchShapeLoss
 
-    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, ExportMesh, LatentPaint]
+    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, LatentToRGBRefine, ExportMesh, LatentPaint]

@@ -20,9 +20,10 @@ class ExportMesh(io.ComfyNode):
     @classmethod
     def execute(cls, nerf: TrainedNerf, format: str, filename_prefix: str, vae=None, **widgets) -> io.NodeOutput:
         if not isinstance(nerf, TrainedNerf):
-            raise ValueError("Export Mesh: connect 'nerf' to the output of Latent-NeRF Train")
+            raise ValueError("Export Mesh: connect 'nerf' to the output of Latent-NeRF Train or Latent→RGB Refine")
         config = build_config(EXPORT_MESH, widgets)
         path, relative = host.unique_output(filename_prefix, f".{format}")
+        decode = None if nerf.is_rgb else host.texture_decoder(vae, nerf.to_vae_latent)  # a refined field's colours are RGB
         with host.pip_hint(EXPORT_MESH.display_name):
-            mesh, _ = export_mesh(nerf.model, path, format, config, host.texture_decoder(vae, nerf.to_vae_latent))
+            mesh, _ = export_mesh(nerf.model, path, format, config, decode)
         return io.NodeOutput(relative, host.core_mesh(mesh))

@@ -246,7 +246,8 @@ def conditioning_tensor(conditioning: Any, argument: str) -> torch.Tensor:
 
 
 def view_embeddings(clip: Any, prompt: str, negative: str, view_dependent: bool, overrides: dict[str, Any], node: str = "Latent-NeRF Train"):
-    """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides."""
+    """PromptEmbeddings from the prompt (encoded with ``clip``), with per-view CONDITIONING overrides;
+    ``node`` names the node in errors."""
     from ..latent3d.guidance.prompts import PromptEmbeddings, view_prompt
     from ..latent3d.nerf.cameras import VIEW_LABELS
     from .comfy_denoiser import encode_with_clip, same_length

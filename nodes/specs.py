@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..latent3d.export import ExportConfig
 from ..latent3d.nerf.train import NerfConfig
 from ..latent3d.paint.train import PaintConfig
+from ..latent3d.refine.train import RefineConfig
 from ..latent3d.shape.loss import SketchShapeConfig
 from .spec import NodeSpec, Socket, Widget
 
@@ -131,7 +132,7 @@ EXPORT_MESH = NodeSpec(
     category="Latent3D/export",
     description="Marching cubes, cleanup, UV unwrap and texture bake: writes GLB/OBJ/PLY under output/ for core Preview3D.",
     inputs=(
-        Socket("nerf", NERF, "A trained Latent-NeRF."),
+        Socket("nerf", NERF, "A trained Latent-NeRF, or a refined one from Latent→RGB Refine (its RGB colours are written as they are)."),
         Widget("format", "COMBO", "glb (embedded texture), obj (+mtl+png) or ply (vertex colours).", options=("glb", "obj", "ply"), default="glb"),
         Widget("resolution", "INT", "Marching-cubes grid size.", field="resolution", min=16, max=512, step=16),
         Widget("threshold", "FLOAT", "Density iso-level (0: automatic, at most 10).", field="threshold", none_value=0.0, min=0.0, max=1000.0, step=0.5),
@@ -201,4 +202,54 @@ LATENT_PAINT = NodeSpec(
     output_node=True,
 )
 
-ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, EXPORT_MESH, LATENT_PAINT)
+
+LATENT_TO_RGB_REFINE = NodeSpec(
+    node_id="Latent3DLatentToRGBRefine",
+    display_name="Latent→RGB Refine (Latent3D)",
+    category="Latent3D/nerf",
+    description="Refine a trained Latent-NeRF in RGB: a linear colour head turns its latents into colours, and score distillation "
+    "through the VAE encoder makes them crisp (optional Lambertian shading). Export Mesh then writes true RGB colours, no VAE decode. "
+    "Long run: progress, previews and interrupt work; rerunning the same inputs resumes from the last checkpoint.",
+    inputs=(
+        Socket("nerf", NERF, "The trained Latent-NeRF from Latent-NeRF Train."),
+        Socket("model", "MODEL", "The SD1.x/SD2.x model it was trained with (LoRAs applied upstream are honoured)."),
+        Socket("clip", "CLIP", "The text encoder for the prompt ('embedding:name' textual inversions work)."),
+        Socket("vae", "VAE", "The checkpoint's VAE: a copy of its encoder (with gradients) encodes every RGB render."),
+        Widget("prompt", "STRING", "What the object is (usually Latent-NeRF Train's prompt); ', front view' etc. are appended per view.", default="a hamburger", multiline=True),
+        Widget("negative", "STRING", "The unconditional (negative) prompt; the paper uses the empty prompt.", default="", multiline=True),
+        Widget("view_dependent", "BOOLEAN", "Append the view direction to the prompt (front/side/back/overhead).", default=True),
+        Widget("iterations", "INT", "Refinement steps (official: 5000; a few hundred already sharpen colours on a GPU).", field="iterations", min=1, max=100000),
+        Widget("seed", "INT", "Seed of every random draw (cameras, timesteps, noise, light).", field="seed", min=0, max=2**31 - 1, seed=True),
+        Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
+        Widget("render_resolution", "INT", "Side of the RGB render per step (official 64); it is resized to encode_resolution for the VAE.",
+               field="render_resolution", min=16, max=512, step=16),
+        Widget("encode_resolution", "INT", "Side of the image the VAE encodes (official 512 → 64² latents); the main cost in time and memory.",
+               field="encode_resolution", min=64, max=1024, step=64),
+        Widget("lr_grid", "FLOAT", "Adam learning rate of the hash grid.", field="lr_grid", min=1e-5, max=1.0, step=1e-4),
+        Widget("lr_mlp", "FLOAT", "Adam learning rate of the field and background MLPs.", field="lr_mlp", min=1e-6, max=1.0, step=1e-4),
+        Widget("lr_color", "FLOAT", "Adam learning rate of the 4→3 colour head.", field="lr_color", min=1e-6, max=1.0, step=1e-4),
+        Widget("freeze_geometry", "BOOLEAN", "Keep the shape exactly as trained: only colours change.", field="freeze_geometry"),
+        Widget("shading_start", "INT", "Step from which renders are Lambertian-shaded in RGB (random light near the camera); -1: never.",
+               field="shading_start", none_value=-1, min=-1, max=100000),
+        Widget("ambient_ratio", "FLOAT", "Ambient share of the shading (paper: 0.1; 1 = no shading).", field="ambient_ratio", min=0.0, max=1.0, step=0.01),
+        Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight, as in Latent-NeRF Train.", field="sparsity_weight", min=0.0, max=1000.0, step=0.01),
+        Widget("vae_checkpointing", "BOOLEAN", "Recompute the VAE encoder's activations in the backward pass: ≈1–2 GB less VRAM at 512², one more encoder pass per step. Always on with --lowvram.",
+               field="vae_checkpointing"),
+        Widget("color_init", "COMBO", "Start of the colour head: the paper's latent→RGB matrix, or this model family's latent-preview factors.",
+               options=("paper", "host preview"), default="paper"),
+        Widget("preview_every", "INT", "Show an RGB preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
+        Widget("preview_resolution", "INT", "Side in pixels of the previews.", field="preview_resolution", min=16, max=1024, step=16),
+        Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
+        Widget("turntable_resolution", "INT", "Side in pixels of the turntable frames.", default=256, min=32, max=1024, step=32),
+        *_VIEW_OVERRIDES,
+    ),
+    outputs=(
+        Socket("rgb_nerf", NERF, "The refined field with RGB colours: connect to Export Mesh (no VAE needed)."),
+        Socket("turntable", "IMAGE", "RGB renders around the object (batch)."),
+    ),
+    config=RefineConfig,
+)
+
+
+ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, LATENT_TO_RGB_REFINE, EXPORT_MESH, LATENT_PAINT)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..latent3d.nerf.model import LatentNeRF
 from ..latent3d.nerf.train import NerfConfig
+from ..latent3d.refine.convert import RgbNeRF
+from ..latent3d.refine.train import RefineConfig
 from ..latent3d.shape.loss import SketchShapeConfig, SketchShapeGuide, make_shape_guide
 from ..latent3d.shape.mesh_io import Mesh, normalize_mesh
 from ..latent3d.shape.primitives import union_meshes
@@ -53,13 +55,22 @@ class ShapeGuideSpec:
 
 @dataclass
 class TrainedNerf:
-    """A trained Latent-NeRF, its config, checkpoint, and the model's latent format (for VAE decoding)."""
+    """A trained Latent-NeRF (or its RGB refinement), its config, checkpoint, and the model's latent format
+    (for VAE decoding of a latent field)."""
 
-    model: LatentNeRF
+    model: LatentNeRF | RgbNeRF
     config: NerfConfig
+    """The Latent-NeRF run's config (kept for a refined field too: its geometry came from that run)."""
     checkpoint: Path | None
     latent_scale: float = 0.18215
     latent_shift: float = 0.0
+    refine_config: RefineConfig | None = None
+    """Set by Latent→RGB Refine: ``model`` is then an RgbNeRF whose colours are RGB (no VAE decode)."""
+
+    @property
+    def is_rgb(self) -> bool:
+        """True for a refined field: export writes its colours as they are."""
+        return getattr(self.model, "color_space", "latent") == "rgb"
 
     def to_vae_latent(self, z):
         """Model-space latents -> the unscaled latents a ComfyUI VAE decodes."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +39,10 @@ def spec_lib(pack):
 
 def test_ids_categories_and_tooltips(specs, spec_lib):
     ids = [s.node_id for s in specs.ALL_SPECS]
-    assert len(set(ids)) == len(ids) == 6
+    assert len(set(ids)) == len(ids) == 7
     assert ids == [
-        "Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh",
-        "Latent3DLatentPaint",
+        "Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DLatentToRGBRefine",
+        "Latent3DExportMesh", "Latent3DLatentPaint",
     ]
     for spec in specs.ALL_SPECS:
         assert spec.category.startswith("Latent3D/") and spec.description
@@ -203,3 +204,75 @@ def test_texture_encoder_calls_the_vae_with_an_image(pack):
     assert host.texture_encoder(None, lambda z: z) is None
     latent = host.texture_encoder(Vae(), lambda z: 0.5 * z)(torch.rand(1, 3, 16, 24))
     assert seen["shape"] == (1, 16, 24, 3) and latent.shape == (1, 4, 2, 3) and float(latent.max()) == 0.5 and not latent.is_inference()
+
+
+def test_refine_widgets_map_onto_refine_config(specs, spec_lib, pack):
+    train = importlib.import_module(f"{ALIAS}.latent3d.refine.train")
+    spec = specs.LATENT_TO_RGB_REFINE
+    assert spec.node_id == "Latent3DLatentToRGBRefine" and spec.config is train.RefineConfig
+    assert [s.type for s in spec.inputs[:4]] == ["LATENT3D_NERF", "MODEL", "CLIP", "VAE"] and not spec.widget("prompt").optional
+    assert [o.type for o in spec.outputs] == ["LATENT3D_NERF", "IMAGE"]  # Export Mesh takes the refined field
+    assert {f"{v}_conditioning" for v in ("front", "side", "back", "overhead")} <= {i.name for i in spec.inputs}
+    assert spec_lib.widget_default(spec, spec.widget("shading_start")) == -1  # None: never shade
+    assert spec_lib.build_config(spec, {"shading_start": -1}).shading_start is None
+    config = spec_lib.build_config(spec, {"shading_start": 0, "freeze_geometry": True, "encode_resolution": 256, "guidance_scale": 50.0, "color_init": "paper"})
+    assert (config.shading_start, config.freeze_geometry, config.encode_resolution, config.sds.guidance_scale) == (0, True, 256, 50.0)
+    with pytest.raises(ValueError, match="encode_resolution"):
+        spec_lib.build_config(spec, {"encode_resolution": 100})
+
+
+class _FakeFormat:
+    latent_channels = 4
+    latent_rgb_factors = [[0.35, 0.23, 0.32], [0.33, 0.5, 0.24], [-0.28, 0.18, 0.27], [-0.21, -0.26, -0.72]]
+
+
+class _FakeModel:
+    """The parts of a ComfyUI MODEL the refine glue reads."""
+
+    class model:  # noqa: N801 - mirrors model.model
+        latent_format = _FakeFormat()
+
+
+class _Encodes(torch.nn.Module):
+    def encode(self, x):
+        return x
+
+
+def test_refine_host_glue_without_comfyui(pack):
+    glue = importlib.import_module(f"{ALIAS}.nodes.refine_host")
+    types = importlib.import_module(f"{ALIAS}.nodes.types")
+    assert glue.color_init(_FakeModel, "paper") is None
+    assert glue.color_init(_FakeModel, "host preview") == _FakeFormat.latent_rgb_factors
+    with pytest.raises(ValueError, match="color_init"):
+        glue.color_init(_FakeModel, "other")
+    with pytest.raises(ValueError, match="Latent-NeRF Train"):
+        glue.source_nerf("not a nerf", "Refine")
+    refined = types.TrainedNerf(model=type("Rgb", (), {"color_space": "rgb"})(), config=None, checkpoint=None)
+    assert refined.is_rgb
+    with pytest.raises(ValueError, match="already refined"):
+        glue.source_nerf(refined, "Refine")
+    with pytest.raises(ValueError, match="connect a VAE"):
+        glue.check_vae(None, 4, "Refine")
+    with pytest.raises(ValueError, match="16-channel latents"):
+        glue.check_vae(type("Vae", (), {"first_stage_model": _Encodes(), "latent_channels": 16})(), 4, "Refine")
+    with pytest.raises(ValueError, match="must be a ComfyUI VAE"):
+        glue.check_vae(type("Vae", (), {"first_stage_model": torch.nn.Conv2d(3, 3, 1)})(), 4, "Refine")
+
+
+def test_vae_copy_for_gradients_leaves_out_the_decoder(pack):
+    """Weights made under inference mode (as ComfyUI loads them) refuse backward; the copy does not."""
+    from latent3d.tiny import tiny_vae_config
+
+    from diffusers import AutoencoderKL
+
+    glue = importlib.import_module(f"{ALIAS}.nodes.refine_host")
+    with torch.inference_mode():
+        vae = AutoencoderKL(**tiny_vae_config())
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    with pytest.raises(RuntimeError):
+        vae.encoder(x).sum().backward()
+    clone = glue._copy_without_decoder(vae)
+    assert clone.decoder is None and clone.post_quant_conv is None and vae.decoder is not None
+    clone.encoder(x).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert not any(p.requires_grad for p in clone.parameters())

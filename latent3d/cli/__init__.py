@@ -17,7 +17,7 @@ from .common import EXIT_ERROR, EXIT_INTERRUPTED, CliError
 
 log = logging.getLogger("latent3d")
 
-COMMANDS = ("nerf", "paint", "export", "batch")
+COMMANDS = ("nerf", "paint", "refine", "export", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,9 +17,10 @@ def add_parser(sub) -> None:
         "export", formatter_class=Formatter, help="turn a trained Latent-NeRF checkpoint into a textured mesh",
         description="Marching cubes on the density, cleanup, decimation, UV unwrap and a baked texture.\n\n"
         "The texture is decoded with the VAE of the model the run was trained with (recorded in the checkpoint),\n"
-        "so its colours match the previews; --vae linear uses the fast linear latent->RGB map instead.",
+        "so its colours match the previews; --vae linear uses the fast linear latent->RGB map instead. A refined\n"
+        "checkpoint ('latent3d refine') holds RGB colours: they are written as they are and --vae is not used.",
     )
-    p.add_argument("checkpoint", help="nerf.safetensors written by 'nerf'")
+    p.add_argument("checkpoint", help="nerf.safetensors written by 'nerf', or refined.safetensors written by 'refine' (RGB colours, no decode)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", default=None, help="file name without extension (default: the checkpoint's stem)")
     p.add_argument("--format", choices=["glb", "obj", "ply"], default="glb", help="file format (ply: vertex colours)")
@@ -56,6 +57,8 @@ def _config(args):
 
 def _decoder(args, record: dict, device, color_mode: str):
     """(decode callable or None, the words for what decodes the texture)."""
+    if record.get("kind") == "rgb_nerf":
+        return None, "nothing (the refined field's colours are RGB already)"
     if color_mode == "vertex" or args.format == "ply":
         return None, "vertex colours by the linear latent->RGB map"
     if args.vae == "linear":

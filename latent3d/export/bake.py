@@ -1,4 +1,5 @@
-"""Colour from the field: latents at vertices or texels, decoded to RGB.
+"""Colour from the field: latents at vertices or texels, decoded to RGB; or, for a field whose
+``color_space`` is "rgb" (a refined field), its RGB colours as they are (no decode).
 
 Where colour is read: a surface point p with unit outward normal n reads the field's latent at
 p − offset·n. Volume rendering weights wᵢ = Tᵢαᵢ of a sharp surface sit just behind the iso-surface,
@@ -35,10 +36,21 @@ def query_latents(model: RadianceField, points: np.ndarray, chunk: int) -> torch
     return torch.nan_to_num(torch.cat(parts), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def color_space(model: RadianceField) -> str:
+    """"rgb" when the field's ``query`` gives RGB in [0, 1] (its ``color_space`` attribute), else "latent"."""
+    space = getattr(model, "color_space", "latent")
+    if space not in ("latent", "rgb"):
+        raise ValueError(f"model.color_space must be 'latent' or 'rgb', got {space!r}")
+    return space
+
+
 def vertex_colors(model: RadianceField, vertices: np.ndarray, normals: np.ndarray, offset: float, chunk: int) -> np.ndarray:
-    """[V, 3] float32 sRGB in [0, 1]: latents read ``offset`` inside each vertex, linear map to RGB."""
-    latents = query_latents(model, vertices - offset * normals, chunk)
-    return latents_to_rgb(_four_channels(latents, "vertex colours")).numpy()
+    """[V, 3] float32 sRGB in [0, 1] read ``offset`` inside each vertex: an RGB field's colours as they are,
+    a latent field's latents through the linear map."""
+    values = query_latents(model, vertices - offset * normals, chunk)
+    if color_space(model) == "rgb":
+        return _three_channels(values, "vertex colours").clamp(0.0, 1.0).numpy()
+    return latents_to_rgb(_four_channels(values, "vertex colours")).numpy()
 
 
 def bake_latent_texture(
@@ -51,7 +63,7 @@ def bake_latent_texture(
     offset: float,
     chunk: int,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """The field's latent baked into a ``size``×``size`` UV texture.
+    """The field's latent (an RGB field's colours) baked into a ``size``×``size`` UV texture.
 
     vertices [V, 3], normals [V, 3], faces [F, 3], uvs [V, 2] (v up) -> (latent texture [C, size, size]
     float32 CPU with gutters filled from the nearest chart texel, covered [size, size] bool). Each covered
@@ -96,6 +108,18 @@ def decode_texture(latent: torch.Tensor, decode: Decoder | None) -> np.ndarray:
     if not torch.isfinite(image).all():
         raise ValueError("decode returned NaN or infinite values")
     return (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def rgb_texture(colors: torch.Tensor) -> np.ndarray:
+    """An RGB field's baked colours [3, h, w] in [0, 1] -> texture [h, w, 3] uint8 (clamped; no decode)."""
+    _three_channels(colors.movedim(0, -1), "texture")
+    return (colors.detach().float().cpu().permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def _three_channels(colors: torch.Tensor, use: str) -> torch.Tensor:
+    if colors.shape[-1] != 3:
+        raise ValueError(f"{use}: a field with color_space 'rgb' must return 3 colour channels from query, got {colors.shape[-1]}")
+    return colors
 
 
 def _four_channels(latents: torch.Tensor, use: str) -> torch.Tensor:

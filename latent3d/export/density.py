@@ -29,7 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class RadianceField(Protocol):
-    """What export needs from a trained object (``LatentNeRF`` satisfies it)."""
+    """What export needs from a trained object (``LatentNeRF`` and the refined ``RgbNeRF`` satisfy it).
+
+    An optional ``color_space`` attribute says what ``query``'s colours are: "latent" (the default when
+    absent: model-space latents, decoded by the linear map or a VAE) or "rgb" (sRGB in [0, 1], written as
+    they are, never decoded).
+    """
 
     bound: float
 
@@ -38,7 +43,7 @@ class RadianceField(Protocol):
         ...
 
     def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [N, 3] world points -> (σ [N], latent [N, C])."""
+        """x [N, 3] world points -> (σ [N], latent [N, C]) (or rgb [N, 3] when ``color_space`` is "rgb")."""
         ...
 
 

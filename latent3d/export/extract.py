@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..nerf.train import StepTimer, load_latent_nerf
-from .bake import VAE_SCALE, Decoder, bake_latent_texture, decode_texture, vertex_colors
+from .bake import VAE_SCALE, Decoder, bake_latent_texture, color_space, decode_texture, rgb_texture, vertex_colors
 from .config import ExportConfig
 from .density import RadianceField, model_device, sample_density_lattice, scene_bound
 from .mesh import TexturedMesh
@@ -33,6 +33,8 @@ def extract_mesh(
     Stages (seconds of each in ``mesh.info["timings"]``): field (density lattice, band only), marching
     cubes, cleanup (floaters), decimate, then colour: "vertex" mode reads latents at the vertices and maps
     them with the linear map; "texture" mode unwraps (xatlas), bakes the latent texture and decodes it.
+    A field whose ``color_space`` is "rgb" (a refined ``RgbNeRF``) gives its RGB colours directly, at
+    the vertices or baked into a ``texture_size`` texture; nothing is decoded and ``decode`` is unused.
 
     Args:
         decode: texture mode only. None: the linear latent→RGB map, baked at ``texture_size``. A VAE decoder
@@ -88,7 +90,9 @@ def _check_inputs(model: RadianceField, config: ExportConfig | None, decode: Dec
     scene_bound(model)
     if decode is not None and not callable(decode):
         raise ValueError(f"decode must be None or a callable latent [1, C, h, w] -> image [1, 3, 8h, 8w], got {type(decode).__name__}")
-    if decode is not None and config.color_mode == "vertex":
+    if decode is not None and color_space(model) == "rgb":
+        log.info("decode is not used: the field's colours are RGB already")
+    elif decode is not None and config.color_mode == "vertex":
         log.warning("decode is ignored in color_mode 'vertex': vertex colours use the linear map")
     return config
 
@@ -103,7 +107,8 @@ def _textured(
     decode: Decoder | None,
     timer: StepTimer,
 ) -> TexturedMesh:
-    scale = 1 if decode is None else VAE_SCALE
+    rgb = color_space(model) == "rgb"
+    scale = 1 if decode is None or rgb else VAE_SCALE
     size = config.texture_size // scale
     with timer.section("uv_unwrap"):
         atlas = unwrap(vertices, faces, size, max(1, math.ceil(config.padding / scale)))
@@ -111,7 +116,7 @@ def _textured(
     with timer.section("bake"):
         latent, _ = bake_latent_texture(model, vertices, normals, atlas.faces, atlas.uvs, size, offset, config.chunk)
     with timer.section("decode"):
-        texture = decode_texture(latent, decode)
+        texture = rgb_texture(latent) if rgb else decode_texture(latent, decode)
     return TexturedMesh(vertices, atlas.faces, normals, uvs=atlas.uvs, texture=texture)
 
 
@@ -125,7 +130,7 @@ def export_checkpoint(
     device: torch.device | str = "cpu",
     on_stage: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Load a Latent-NeRF checkpoint, extract its mesh and write ``out_dir/<name>.<format>``.
+    """Load a Latent-NeRF checkpoint (or a refined RGB one), extract its mesh and write ``out_dir/<name>.<format>``.
 
     ``format``: "glb" (embedded texture or COLOR_0), "obj" (+ .mtl and .png when textured) or "ply" (vertex
     colours; a PLY cannot hold a texture, so it is exported with color_mode "vertex"). ``name`` defaults to
@@ -135,10 +140,20 @@ def export_checkpoint(
         raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     if name is not None and (not name or Path(name).name != name):
         raise ValueError(f"name must be a plain file name without folders, got {name!r}")
-    model, _, record = load_latent_nerf(checkpoint_path, device)
-    model.eval()
+    model = load_field(checkpoint_path, device)
     stem = name or Path(checkpoint_path).stem
     return export_mesh(model, Path(out_dir) / f"{stem}.{format}", format, config, decode, on_stage)[1]
+
+
+def load_field(checkpoint_path: str | os.PathLike, device: torch.device | str = "cpu") -> RadianceField:
+    """The field of a "latent_nerf" checkpoint (a LatentNeRF) or of an "rgb_nerf" one (a refined RgbNeRF), in eval mode."""
+    from ..checkpoint import read_record
+
+    if read_record(checkpoint_path).get("kind") == "rgb_nerf":
+        from ..refine.train import load_refined
+
+        return load_refined(checkpoint_path, device)[0].eval()
+    return load_latent_nerf(checkpoint_path, device)[0].eval()
 
 
 def export_mesh(
