@@ -8,7 +8,7 @@ write: ``mesh.ray.intersects_id(..., multiple_hits=False, return_locations=True)
 rays (face ids and hit points, no barycentrics yet), with whichever engine trimesh picked: embree, or its
 rtree fallback (10-30 s a 64² view, so timed once at 64² and skipped at 512² and under --quick).
 ``--threads 1`` is the fairer figure on a machine shared with other jobs: two torch threads then wait on
-each other (see NOTES.md); the load average is printed around each size. Texture: ``sample_texture`` forward + backward of a 4×128×128 latent texture at 64², UVs interpolated
+each other when the CPU is shared with other work; the load average is printed around each size. Texture: ``sample_texture`` forward + backward of a 4×128×128 latent texture at 64², UVs interpolated
 from per-vertex UVs (bilinear and mipmap).
 
 Last line: ``RESULT raster64_ms=<x> raster512_ms=<y>`` for backend "auto" (nan for sizes not run).

@@ -1,4 +1,4 @@
-"""Stable Diffusion 1.x latents ↔ RGB through the linear approximation of DESIGN §1.
+"""Stable Diffusion 1.x latents ↔ RGB through the linear approximation of docs/method.md §1.
 
 A model-space SD1.x latent z (VAE latent × 0.18215) maps to an approximate sRGB colour by
 
@@ -6,7 +6,7 @@ A model-space SD1.x latent z (VAE latent × 0.18215) maps to an approximate sRGB
 
 one row per latent channel. It costs nothing, so previews, vertex colours and full-resolution texture
 bakes use it where no VAE decoder is at hand. ``rgb_to_latents`` is its minimum-norm least-squares inverse
-(Latent-Paint initialises its latent texture near a colour with it, DESIGN §3).
+(Latent-Paint initialises its latent texture near a colour with it, docs/method.md §3).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ LATENT_RGB_MATRIX: tuple[tuple[float, float, float], ...] = (
     (-0.158, 0.189, 0.264),
     (-0.184, -0.271, -0.473),
 )
-"""W [4, 3]: row c is latent channel c's contribution to (R, G, B) in [-1, 1] units (DESIGN §1)."""
+"""W [4, 3]: row c is latent channel c's contribution to (R, G, B) in [-1, 1] units (docs/method.md §1)."""
 
 
 def latent_rgb_matrix(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -111,7 +111,7 @@ class SdComponents:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] (H, W multiples of 8) -> model-space latents [B, C, H/8, W/8] float32.
 
-        Uses the posterior mean (no sampling). Gradients flow back to ``images`` (RGB refinement, DESIGN §4).
+        Uses the posterior mean (no sampling). Gradients flow back to ``images`` (RGB refinement, docs/method.md §4).
         """
         factor = self.vae_scale_factor
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] % factor or images.shape[-2] % factor:

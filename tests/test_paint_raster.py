@@ -62,7 +62,7 @@ def blub():
 
     mesh = trimesh.load(str(BLUB), process=False, force="mesh")
     v = mesh.vertices - mesh.vertices.mean(0)
-    v = (0.6 * v / np.linalg.norm(v, axis=1).max()).astype(np.float32)  # DESIGN §3 normalisation
+    v = (0.6 * v / np.linalg.norm(v, axis=1).max()).astype(np.float32)  # docs/method.md §3 normalisation
     return trimesh.Trimesh(v, mesh.faces, process=False)
 
 

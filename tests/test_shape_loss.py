@@ -45,7 +45,7 @@ def test_weight_schedule():
     assert constant.weight_at(0) == constant.weight_at(10**6) == 0.5
     fading = SketchShapeConfig(shape_weight=0.4, fade_start=100, fade_end=200)
     assert [fading.weight_at(s) for s in (0, 100, 150, 200, 300)] == pytest.approx([0.4, 0.4, 0.2, 0.0, 0.0])
-    assert SketchShapeConfig().shape_weight == pytest.approx(5e-6 * 2**16, abs=0.005)  # DESIGN §1
+    assert SketchShapeConfig().shape_weight == pytest.approx(5e-6 * 2**16, abs=0.005)  # docs/method.md §1
 
 
 def _hand_loss(inside: list[int], distance: list[float], sigma: list[float], sigma_s: float) -> float:

@@ -1,4 +1,4 @@
-"""NeRF → textured mesh (DESIGN §5): density lattice, marching cubes, cleanup, decimation, UV bake, writers.
+"""NeRF → textured mesh (docs/method.md §5): density lattice, marching cubes, cleanup, decimation, UV bake, writers.
 
     from latent3d.export import ExportConfig, extract_mesh, save_mesh
     mesh = extract_mesh(model, ExportConfig(color_mode="texture"), decode=None)

@@ -88,7 +88,7 @@ def bake_latent_texture(
 def decode_texture(latent: torch.Tensor, decode: Decoder | None) -> np.ndarray:
     """Latent texture [C, h, w] -> RGB texture [H, W, 3] uint8.
 
-    ``decode`` None: the linear map of DESIGN §1 at the same size (H = h). Otherwise ``decode`` gets
+    ``decode`` None: the linear map of docs/method.md §1 at the same size (H = h). Otherwise ``decode`` gets
     latent[None] ([1, C, h, w], model space, CPU float32) and must return [1, 3, 8h, 8w] in [0, 1] on any
     device (H = 8h); values are clamped to [0, 1].
     """

@@ -1,4 +1,4 @@
-"""ExportConfig: every knob of NeRF → textured-mesh export (DESIGN §5)."""
+"""ExportConfig: every knob of NeRF → textured-mesh export (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""extract_mesh: a trained latent field -> TexturedMesh (DESIGN §5), and export_checkpoint for the CLI."""
+"""extract_mesh: a trained latent field -> TexturedMesh (docs/method.md §5), and export_checkpoint for the CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score distillation sampling (SDS) and the opacity-entropy sparsity loss (DESIGN §1)."""
+"""Score distillation sampling (SDS) and the opacity-entropy sparsity loss (docs/method.md §1)."""
 
 from __future__ import annotations
 

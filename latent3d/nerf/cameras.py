@@ -1,6 +1,6 @@
 """Orbit cameras, view labels and pixel rays.
 
-Conventions (DESIGN §1): y is up, the scene's front faces +z. A camera at radius r, polar angle θ (from +y)
+Conventions (docs/method.md §1): y is up, the scene's front faces +z. A camera at radius r, polar angle θ (from +y)
 and azimuth φ sits at r·(sin θ sin φ, cos θ, sin θ cos φ) and looks at the origin, so φ = 0 views the
 front and φ = 90° views the +x side. Angles are in degrees. Image row 0 is the top of the picture.
 """

@@ -1,4 +1,4 @@
-"""The Latent-NeRF field: grid encoding + small MLP -> density and 4 raw latent channels (DESIGN §1)."""
+"""The Latent-NeRF field: grid encoding + small MLP -> density and 4 raw latent channels (docs/method.md §1)."""
 
 from __future__ import annotations
 

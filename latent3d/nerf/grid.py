@@ -30,7 +30,7 @@ _PRIMES = (1, 2654435761 - 2**32, 805459861)  # int32 views of the uint32 primes
 
 @dataclass
 class GridConfig:
-    """Multi-resolution grid encoding. Defaults are the official Latent-NeRF ones (DESIGN §1)."""
+    """Multi-resolution grid encoding. Defaults are the official Latent-NeRF ones (docs/method.md §1)."""
 
     levels: int = 16
     """Number of resolution levels."""

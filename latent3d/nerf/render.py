@@ -35,7 +35,7 @@ def default_step_size(device: torch.device | str) -> float:
 
 @dataclass
 class RenderConfig:
-    """Ray marching and occupancy-grid settings. Defaults are the official ones (DESIGN §1), except that
+    """Ray marching and occupancy-grid settings. Defaults are the official ones (docs/method.md §1), except that
     ``step_size`` None resolves per device (``default_step_size``): the official 2√3/1024 on CUDA and one
     occupancy cell (2/128) on CPU/MPS, where the official step would make rendering 4–5× slower."""
 

@@ -1,4 +1,4 @@
-"""fit_latent_nerf: optimize a Latent-NeRF by score distillation (DESIGN §1), resumable and reproducible.
+"""fit_latent_nerf: optimize a Latent-NeRF by score distillation (docs/method.md §1), resumable and reproducible.
 
 The loop mechanics (generator, non-finite skipping, fp16 scaling, checkpoints, callbacks) live in
 :mod:`latent3d.loop`; this module holds what is Latent-NeRF's own: the parameters, the render and the loss.
@@ -39,7 +39,7 @@ OFFICIAL_SPARSITY_WEIGHT = 5e-4
 """``lambda_sparsity`` as written in the official code, on the opacity entropy in bits (log2)."""
 SPARSITY_WEIGHT = OFFICIAL_SPARSITY_WEIGHT * 2**16 / math.log(2)
 """≈ 47.27: the official weight × 2^16 (its SDS gradient skipped the fp16 loss scale, so its regularizers
-acted 2^16× stronger than written, DESIGN §1) ÷ ln 2 (its entropy is in bits, ``opacity_entropy`` in nats)."""
+acted 2^16× stronger than written, docs/method.md §1) ÷ ln 2 (its entropy is in bits, ``opacity_entropy`` in nats)."""
 
 
 @dataclass

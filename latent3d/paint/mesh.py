@@ -1,4 +1,4 @@
-"""The mesh Latent-Paint textures (DESIGN §3): a triangle mesh with UVs (its own, else xatlas), an optional
+"""The mesh Latent-Paint textures (docs/method.md §3): a triangle mesh with UVs (its own, else xatlas), an optional
 base-colour texture, and the position list that places it in the scene.
 
     mesh = load_paint_mesh("blub.obj", PaintMeshConfig(cache_dir="cache/uv"))
@@ -219,7 +219,7 @@ def place_paint_mesh(
     offset: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> PaintMesh:
     """The mesh moved into the scene (module docstring): centred on the mean of ``mesh.positions``, scaled
-    so the farthest of them lies ``mesh_scale`` from the origin (DESIGN §3: 0.6), then rotated (xyz Euler
+    so the farthest of them lies ``mesh_scale`` from the origin (docs/method.md §3: 0.6), then rotated (xyz Euler
     degrees, ``latent3d.shape.mesh_io.rotation_matrix``) and offset. Returns a new PaintMesh."""
     if not isinstance(mesh, PaintMesh):
         raise ValueError(f"mesh must be a PaintMesh, got {type(mesh).__name__}")

@@ -332,7 +332,7 @@ def _check_faces(faces, num_vertices: int) -> None:
     if faces.shape[0] >= MAX_FACES:
         raise ValueError(f"faces must have fewer than 2^24 rows (ids are float32), got {faces.shape[0]}")
     if faces.numel():
-        # numpy's reduction is serial: a parallel torch one costs ms when the CPU is shared (NOTES.md)
+        # numpy's reduction is serial: a parallel torch one costs milliseconds when the CPU is shared with other work
         span = (faces.numpy().min(), faces.numpy().max()) if faces.device.type == "cpu" else torch.aminmax(faces)
         low, high = (int(x) for x in span)
         if low < 0 or high >= num_vertices:

@@ -1,5 +1,5 @@
 """Texture lookup for Latent-Paint: a (latent) texture sampled at per-pixel UVs, differentiable w.r.t. the
-texture (DESIGN §3: only the texture is learned, so rasterize once, then sample with gradients).
+texture (docs/method.md §3: only the texture is learned, so rasterize once, then sample with gradients).
 
 UV convention (OBJ, as in ``export/uv.py``): u grows to the right and v grows UP, so v = 0 is the bottom
 row of an image-ordered texture [C, Ht, Wt] (row 0 at the top); texel (row, col) has its centre at

@@ -1,4 +1,4 @@
-"""Sketch-Shape guidance (DESIGN §2): a per-sample loss that pulls the NeRF's density towards a coarse mesh.
+"""Sketch-Shape guidance (docs/method.md §2): a per-sample loss that pulls the NeRF's density towards a coarse mesh.
 
 For each sample p of the current view with density σ(p):
     ind(p) = 1 if winding(p) > 0.5 else 0                      (inside the sketch)
@@ -12,7 +12,7 @@ the sample positions only, so gradients reach σ alone.
 
 Weighting relative to the official code: it injected its SDS gradient without the fp16 gradient scaler's
 2^16 factor, so its written shape weight 5e-6 acted as 5e-6 · 2^16 ≈ 0.328 relative to SDS. Our SDS loss
-is properly scaled (DESIGN §1), so the default ``shape_weight`` is that effective value, 0.33
+is properly scaled (docs/method.md §1), so the default ``shape_weight`` is that effective value, 0.33
 (threestudio uses 1.0 at its step 0.0068).
 
 Step size: the official loss is a plain sum over the samples of a view, so its strength is proportional to

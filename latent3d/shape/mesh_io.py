@@ -1,6 +1,6 @@
 """Triangle meshes for Sketch-Shape guidance: the ``Mesh`` type, file loading and normalization.
 
-Convention (DESIGN §1–2): y is up and +z is the front. ``normalize_mesh`` is the paper's preparation
+Convention (docs/method.md §1–2): y is up and +z is the front. ``normalize_mesh`` is the paper's preparation
 v ← v − mean(v); v ← mesh_scale·v / max‖v‖, followed by an optional rotation and offset.
 
 Every ``Mesh`` is valid by construction (at least one face, finite coordinates, indices in range, non-zero
@@ -241,7 +241,7 @@ def _read_trimesh_mesh(file: Path) -> Mesh:
 def load_mesh(path: str | os.PathLike) -> Mesh:
     """Read a triangle mesh from OBJ, PLY, STL, OFF, GLB or GLTF; ``uv`` is None (sketches need none).
 
-    Vertex lists, and hence ``normalize_mesh``'s mean and radius (DESIGN §2):
+    Vertex lists, and hence ``normalize_mesh``'s mean and radius (docs/method.md §2):
     - OBJ: parsed here (``obj_file.read_obj``): the vertices ARE the file's ``v`` lines in file order,
       faces index them (polygons fan-triangulated), as libigl's ``read_obj`` in the official code gives.
       No ``mtllib`` is opened.

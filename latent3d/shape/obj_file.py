@@ -1,7 +1,7 @@
 """Wavefront OBJ and MTL text, parsed by us (no file is followed here; callers resolve the names).
 
 Why our own parser: trimesh splits an OBJ's vertices at UV seams and per ``o`` object, so the vertex mean
-that the paper's normalization uses (DESIGN §2) moves (teddy.obj: 2,892 ``v`` lines, 5,922 vertices after
+that the paper's normalization uses (docs/method.md §2) moves (teddy.obj: 2,892 ``v`` lines, 5,922 vertices after
 trimesh; centre 0.22 off, size 0.76×). libigl's ``read_obj``, which the official code uses, returns the
 file's own ``v`` list; so does ``read_obj`` here. It also never opens ``mtllib`` files itself, so reading a
 sketch cannot reach any other file.

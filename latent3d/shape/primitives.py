@@ -2,7 +2,7 @@
 
 Every primitive is watertight with outward normals, centred at ``center``; long axes default to y (up).
 ``union_meshes`` concatenates parts and, by default, drops the faces that lie inside another part, so that
-the surface distance of the union is the distance to its outer surface (DESIGN §2's ω would otherwise
+the surface distance of the union is the distance to its outer surface (docs/method.md §2's ω would otherwise
 treat buried faces as "surface" and leave the interior around them unconstrained). The generalized
 winding number of the result is ≈ 1 inside the union and ≈ 0 outside either way.
 """
