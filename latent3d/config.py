@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, TypeVar
 
@@ -31,3 +32,43 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_RULES = {
+    "positive_ints": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "non_negative_ints": (lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+    "positive_numbers": (lambda v: is_number(v) and v > 0, "a positive finite number"),
+    "non_negative_numbers": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+    "integers": (is_int, "an integer"),
+    "booleans": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+def check_fields(config: Any, **rules: tuple[str, ...]) -> None:
+    """Raise ValueError "<Class>.<field> must be <rule>, got <value>" for the first field breaking its rule.
+
+    ``rules`` maps a rule name of ``_RULES`` (positive_ints, non_negative_ints, positive_numbers,
+    non_negative_numbers, integers, booleans) to the fields it applies to; ``choices={field: options}``
+    checks membership. The stage configs (Latent-NeRF, Latent-Paint, refinement) share these rules.
+    """
+    name = type(config).__name__
+    choices = rules.pop("choices", {})
+    for rule, fields in rules.items():
+        accept, words = _RULES[rule]
+        for field in fields:
+            value = getattr(config, field)
+            if not accept(value):
+                raise ValueError(f"{name}.{field} must be {words}, got {value!r}")
+    for field, options in choices.items():
+        if getattr(config, field) not in options:
+            raise ValueError(f"{name}.{field} must be one of {list(options)}, got {getattr(config, field)!r}")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..checkpoint import CheckpointError, check_record_numbers, load_checkpoint, load_module_state, subdict
-from ..config import config_from_dict, config_to_dict
+from ..config import check_fields, config_from_dict, config_to_dict
 from ..devices import default_device
 from ..guidance.denoiser import Denoiser, denoiser_fingerprint
 from ..guidance.prompts import PromptEmbeddings
@@ -82,24 +82,10 @@ class NerfConfig:
     sds: SdsConfig = dataclasses.field(default_factory=SdsConfig)
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "resolution", "preview_resolution"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"NerfConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("preview_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"NerfConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("lr_grid", "lr_mlp", "adam_eps"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"NerfConfig.{name} must be a positive finite number, got {value!r}")
-        for name in ("sds_weight", "sparsity_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"NerfConfig.{name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"NerfConfig.seed must be an integer, got {self.seed!r}")
+        check_fields(
+            self, positive_ints=("iterations", "resolution", "preview_resolution"), non_negative_ints=("preview_every", "checkpoint_every"),
+            positive_numbers=("lr_grid", "lr_mlp", "adam_eps"), non_negative_numbers=("sds_weight", "sparsity_weight"), integers=("seed",),
+        )
 
     @classmethod
     def paper(cls) -> "NerfConfig":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, check_record_numbers, load_checkpoint, load_module_state, subdict
-from ..config import config_from_dict, config_to_dict
+from ..config import check_fields, config_from_dict, config_to_dict, is_int, is_number
 from ..devices import default_device
 from ..guidance.denoiser import Denoiser, denoiser_fingerprint
 from ..guidance.prompts import PromptEmbeddings
@@ -120,45 +120,24 @@ class PaintConfig:
 
 def _check(c: PaintConfig) -> None:
     name = "PaintConfig"
-    for field in ("iterations", "resolution", "preview_resolution", "environment_rows"):
-        value = getattr(c, field)
-        if not _is_int(value) or value <= 0:
-            raise ValueError(f"{name}.{field} must be a positive integer, got {value!r}")
-    for field in ("preview_every", "checkpoint_every"):
-        if not _is_int(getattr(c, field)) or getattr(c, field) < 0:
-            raise ValueError(f"{name}.{field} must be a non-negative integer, got {getattr(c, field)!r}")
+    check_fields(
+        c, positive_ints=("iterations", "resolution", "preview_resolution", "environment_rows"), non_negative_ints=("preview_every", "checkpoint_every"),
+        positive_numbers=("lr", "adam_eps", "mesh_scale"), non_negative_numbers=("init_color_weight", "init_noise", "init_regularizer"),
+        integers=("seed",),
+        choices={"init": ("color", "texture"), "init_encoder": ("auto", "vae", "linear"), "background": ("environment", "learned", "fixed"),
+                 "texture_filter": MODES, "raster_backend": BACKENDS},
+    )
     low, high = TEXTURE_SIZES
-    if not _is_int(c.texture_size) or not low <= c.texture_size <= high:
+    if not is_int(c.texture_size) or not low <= c.texture_size <= high:
         raise ValueError(f"{name}.texture_size must be an integer in [{low}, {high}], got {c.texture_size!r}")
-    for field in ("lr", "adam_eps", "mesh_scale"):
-        if not (_is_number(getattr(c, field)) and getattr(c, field) > 0):
-            raise ValueError(f"{name}.{field} must be a positive finite number, got {getattr(c, field)!r}")
-    for field in ("init_color_weight", "init_noise", "init_regularizer"):
-        if not (_is_number(getattr(c, field)) and getattr(c, field) >= 0):
-            raise ValueError(f"{name}.{field} must be a finite number >= 0, got {getattr(c, field)!r}")
     for field in ("init_color", "background_color"):
         value = getattr(c, field)
-        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(_is_number(x) and 0 <= x <= 1 for x in value)):
+        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(is_number(x) and 0 <= x <= 1 for x in value)):
             raise ValueError(f"{name}.{field} must be three numbers in [0, 1] (r, g, b), got {value!r}")
     for field in ("rotation_deg", "offset"):
         value = getattr(c, field)
-        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(_is_number(x) for x in value)):
+        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(is_number(x) for x in value)):
             raise ValueError(f"{name}.{field} must be three finite numbers (x, y, z), got {value!r}")
-    choices = {"init": ("color", "texture"), "init_encoder": ("auto", "vae", "linear"), "background": ("environment", "learned", "fixed"),
-               "texture_filter": MODES, "raster_backend": BACKENDS}
-    for field, options in choices.items():
-        if getattr(c, field) not in options:
-            raise ValueError(f"{name}.{field} must be one of {list(options)}, got {getattr(c, field)!r}")
-    if not _is_int(c.seed):
-        raise ValueError(f"{name}.seed must be an integer, got {c.seed!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run_identity(config: PaintConfig) -> dict[str, Any]:

@@ -2,53 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
+
+from ..config import check_fields, is_int, is_number
 
 PROBE_SIZE = 64
 """Side of the grey image encoded once to learn the encoder's latent channels and downscale factor."""
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_config(config: Any) -> None:
     """Raise ValueError naming the RefineConfig field, the rule and the value."""
-    for name in ("iterations", "render_resolution", "preview_resolution"):
-        value = getattr(config, name)
-        if not _int(value) or value <= 0:
-            raise ValueError(f"RefineConfig.{name} must be a positive integer, got {value!r}")
+    check_fields(
+        config, positive_ints=("iterations", "render_resolution", "preview_resolution"), non_negative_ints=("preview_every", "checkpoint_every"),
+        positive_numbers=("lr_grid", "lr_mlp", "lr_color", "adam_eps", "normal_epsilon"), non_negative_numbers=("sds_weight", "sparsity_weight"),
+        booleans=("freeze_geometry", "vae_checkpointing", "mixed_precision"), integers=("seed",),
+    )
     value = config.encode_resolution
-    if not _int(value) or value <= 0 or value % 8:
+    if not is_int(value) or value <= 0 or value % 8:
         raise ValueError(f"RefineConfig.encode_resolution must be a positive multiple of 8 (the VAE's input size), got {value!r}")
-    for name in ("preview_every", "checkpoint_every"):
-        value = getattr(config, name)
-        if not _int(value) or value < 0:
-            raise ValueError(f"RefineConfig.{name} must be a non-negative integer, got {value!r}")
-    for name in ("lr_grid", "lr_mlp", "lr_color", "adam_eps", "normal_epsilon"):
-        value = getattr(config, name)
-        if not (_number(value) and value > 0):
-            raise ValueError(f"RefineConfig.{name} must be a positive finite number, got {value!r}")
-    for name in ("sds_weight", "sparsity_weight"):
-        value = getattr(config, name)
-        if not (_number(value) and value >= 0):
-            raise ValueError(f"RefineConfig.{name} must be a finite number >= 0, got {value!r}")
-    if not (_number(config.ambient_ratio) and 0 <= config.ambient_ratio <= 1):
+    if not (is_number(config.ambient_ratio) and 0 <= config.ambient_ratio <= 1):
         raise ValueError(f"RefineConfig.ambient_ratio must lie in [0, 1], got {config.ambient_ratio!r}")
-    if config.shading_start is not None and not (_int(config.shading_start) and config.shading_start >= 0):
+    if config.shading_start is not None and not (is_int(config.shading_start) and config.shading_start >= 0):
         raise ValueError(f"RefineConfig.shading_start must be None (no shading) or an integer >= 0, got {config.shading_start!r}")
-    for name in ("freeze_geometry", "vae_checkpointing", "mixed_precision"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"RefineConfig.{name} must be True or False, got {getattr(config, name)!r}")
-    if not _int(config.seed):
-        raise ValueError(f"RefineConfig.seed must be an integer, got {config.seed!r}")
 
 
 def probe_encoder(encoder: Any, channels: int, denoiser_channels: int | None, encode_resolution: int, device: torch.device) -> int:
