@@ -41,6 +41,24 @@ def test_nerf_resume_and_export(tmp_path):
     result = cli("export", str(out / "nerf.safetensors"), "--out", str(tmp_path / "mesh"), "--format", "obj", "--resolution", "64", "--texture-size", "256")
     written = [Path(line) for line in result.stdout.split()]
     assert [p.suffix for p in written] == [".obj", ".mtl", ".png"] and all(p.is_file() for p in written)
+    # without --vae the texture is decoded by the run's own model (recorded in the checkpoint), and it says so
+    assert "texture decoded with the VAE of tiny (the run's model)" in result.stderr
+    from PIL import Image as PILImage
+
+    assert PILImage.open(written[2]).size == (256, 256)  # a 32² latent texture decoded 8× by the VAE
+
+
+@pytest.mark.unit
+def test_help_shows_defaults_and_presets_fill_their_own_values():
+    from latent3d.cli import build_parser
+    from latent3d.cli.nerf import _config
+
+    parser = build_parser()
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["nerf"].format_help().split())
+    assert "(default: 100.0)" in help_text and "(default: 0.33)" in help_text
+    tiny = _config(parser.parse_args(["nerf", "--prompt", "x", "--model", "tiny", "--out", "o", "--preset", "tiny"]))
+    paper = _config(parser.parse_args(["nerf", "--prompt", "x", "--model", "tiny", "--out", "o"]))
+    assert (tiny.resolution, tiny.iterations) == (16, 20) and (paper.resolution, paper.iterations) == (64, 5000)
 
 
 @pytest.mark.smoke
