@@ -1,4 +1,5 @@
-"""``latent3d paint``: Latent-Paint, a texture for a given mesh from a prompt."""
+"""``latent3d paint``: Latent-Paint, a texture for a given mesh from a prompt; and the ``paint`` kind of
+``latent3d batch`` (``configure_batch_job``, ``run_batch_job``), which runs the same stage function."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .common import (
     CliError,
@@ -230,3 +231,62 @@ def write_paint_outputs(result: PaintResult, components, texture_resolution: int
         written.append(out / "turntable.gif")
     return written
 
+
+# -- the "paint" kind of `latent3d batch` -------------------------------------------------------------------
+@dataclasses.dataclass
+class PaintExportConfig:
+    """What a ``paint`` job writes besides its checkpoint (its ``export.*`` overrides)."""
+
+    texture_size: int = 1024
+    """Side in pixels of the RGB texture written (mesh.png, the GLB's baseColorTexture), as ``latent3d paint
+    --texture-resolution``: a multiple of 8 in [64, 4096]. Default: the batch's ``--texture-size``."""
+
+    def __post_init__(self) -> None:
+        from ..paint.output import check_texture_resolution
+
+        check_texture_resolution(self.texture_size, with_vae=True, name="export.texture_size")
+
+
+def configure_batch_job(job, settings) -> dict[str, Any]:
+    """{"paint": PaintConfig, "export": PaintExportConfig} for a ``paint`` job line: the batch's preset, the
+    job's seed and iterations, the batch's preview/checkpoint cadence and ``--texture-size``, then the job's
+    overrides (PaintConfig fields; ``export.texture_size``). ValueError names the key and the rule."""
+    from ..batch.run import job_configs, latent_resolution
+    from ..paint.train import PaintConfig
+
+    if job.format == "ply":
+        raise ValueError("format 'ply' cannot hold a texture: a paint job writes mesh.glb and mesh.obj (+ .mtl, .png); leave format out")
+    try:
+        export = PaintExportConfig(settings.texture_size)
+    except ValueError as e:
+        raise ValueError(f"{e} (the batch's --texture-size; a paint job's export.texture_size override can set its own)") from e
+    configs = job_configs(job, settings, "paint", PaintConfig, {"export": export})
+    configs["paint"] = latent_resolution(configs["paint"], job, settings)
+    return configs
+
+
+def run_batch_job(job, settings, components, job_dir: Path, device, hooks) -> dict[str, Any]:
+    """Paint (or resume painting) the job's ``mesh`` with :func:`train_paint` into ``job_dir`` and write what
+    ``latent3d paint --out`` writes (:func:`write_paint_outputs`); returns the outputs (paths relative to the
+    batch folder, ``job_dir``'s parent)."""
+    from ..batch.run import JobInterrupted, batch_path, job_hash, quiet, read_input, resumable_step, step_hook
+    from ..paint.train import load_painted
+
+    configs = configure_batch_job(job, settings)
+    config, export = configs["paint"], configs["export"]
+    request = PaintRequest(job.prompt, job.negative, settings.model, settings.model_config, config, job_dir, job.mesh, settings.view_prompts,
+                           export.texture_size, {"batch_job": job_hash(job, settings)})
+    checkpoint = job_dir / CHECKPOINT
+    start = hooks.resumed_from = resumable_step(checkpoint, request)
+    if start < config.iterations:
+        mesh = read_input(job, "mesh", lambda path: read_mesh(path, job_dir, quiet(hooks)))
+        if config.init == "texture" and mesh.texture is None:
+            raise ValueError(f"override 'init' = 'texture' needs a mesh with a base-colour texture; mesh {job.mesh} has none")
+        result = train_paint(components, request, device, mesh, start=start, should_stop=hooks.should_stop, on_step=step_hook(job_dir, hooks))
+        if result.status == "interrupted":
+            raise JobInterrupted(result.step)
+    else:
+        result = load_painted(checkpoint)
+    written = write_paint_outputs(result, components, export.texture_size, settings.turntable_frames, job_dir, quiet(hooks))
+    turntable = job_dir / "turntable.gif" if settings.turntable_frames > 0 else None
+    return {"checkpoint": batch_path(checkpoint), "turntable": batch_path(turntable), "mesh": [batch_path(p) for p in written if p != turntable]}

@@ -1,4 +1,6 @@
-"""``latent3d refine``: Latent → RGB refinement of a trained Latent-NeRF run (RGB colours, optional shading)."""
+"""``latent3d refine``: Latent → RGB refinement of a trained Latent-NeRF run (RGB colours, optional shading);
+and the ``refine`` kind of ``latent3d batch`` (``configure_batch_job``, ``run_batch_job``), which runs the same
+stage function and then exports the refined field."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .common import (
     CliError,
@@ -237,3 +239,44 @@ def write_turntable(model, config, frames: int, out: Path) -> Path:
     save_turntable(turntable_rgb(model, config, frames, config.preview_resolution), path)
     return path
 
+
+# -- the "refine" kind of `latent3d batch` ------------------------------------------------------------------
+def configure_batch_job(job, settings) -> dict[str, Any]:
+    """{"refine": RefineConfig, "export": ExportConfig} for a ``refine`` job line: the batch's preset, the job's
+    seed and iterations, the batch's preview/checkpoint cadence and export size, then the job's overrides
+    (RefineConfig fields; ``export.*`` for the refined mesh). ValueError names the key and the rule."""
+    from ..batch.run import job_configs
+    from ..export import ExportConfig
+    from ..refine.train import RefineConfig
+
+    export = ExportConfig(resolution=settings.export_resolution, texture_size=settings.texture_size)
+    return job_configs(job, settings, "refine", RefineConfig, {"export": export})
+
+
+def run_batch_job(job, settings, components, job_dir: Path, device, hooks) -> dict[str, Any]:
+    """Refine (or resume refining) the Latent-NeRF run the job's ``source`` names with :func:`train_refine`
+    into ``job_dir``, write its RGB turntable and export the refined mesh as ``mesh.<format>`` (its RGB
+    colours as they are, no VAE decode); returns the outputs (paths relative to the batch folder)."""
+    from ..batch.run import JobInterrupted, batch_path, input_file, job_hash, resumable_step, step_hook
+    from ..export import export_checkpoint
+    from ..refine.train import load_refined
+
+    configs = configure_batch_job(job, settings)
+    config = configs["refine"]
+    source, _ = find_source(input_file(job, "source"), job_dir, label="source", out_label="the job folder")
+    request = RefineRequest(source, job.prompt, job.negative, settings.model, settings.model_config, settings.view_prompts, config, job_dir,
+                            {"batch_job": job_hash(job, settings)})
+    checkpoint = job_dir / CHECKPOINT
+    start = hooks.resumed_from = resumable_step(checkpoint, request)
+    model = None
+    if start < config.iterations:
+        result = train_refine(components, request, device, start=start, should_stop=hooks.should_stop, on_step=step_hook(job_dir, hooks))
+        if result.status == "interrupted":
+            raise JobInterrupted(result.step)
+        model = result.model
+    turntable = None
+    if settings.turntable_frames > 0:
+        model = model if model is not None else load_refined(checkpoint, device)[0]
+        turntable = write_turntable(model, config, settings.turntable_frames, job_dir)
+    written = export_checkpoint(checkpoint, job_dir, format=job.format, config=configs["export"], name="mesh", device=device)
+    return {"checkpoint": batch_path(checkpoint), "turntable": batch_path(turntable), "mesh": [batch_path(p) for p in written]}
