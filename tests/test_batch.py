@@ -3,6 +3,7 @@ the local executor over tiny-model jobs (smoke): a bad input fails alone, reruns
 
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from latent3d.batch import BatchSettings, JobFileError, job_dir_name, read_jobs, run_batch
+from latent3d.batch import BatchSettings, JobFileError, job_dir_name, job_hash, read_jobs, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = BatchSettings(
@@ -78,7 +79,7 @@ BAD_LINES = [
     ({"prompt": "a cat", "format": "fbx"}, "format must be one of glb, obj, ply"),
     ({"prompt": "a cat", "kind": "video"}, "kind must be one of"),
     ({"prompt": "a cat", "mesh": "cat.obj"}, "mesh is not an input of kind 'nerf'"),
-    ({"prompt": "a cat", "sketch": 3}, "sketch must be a file path"),
+    ({"prompt": "a cat", "sketch": 3}, "sketch must be a path (a non-empty string)"),
     ({"prompt": "a cat", "overrides": [1, 2]}, "overrides must be an object"),
     ({"prompt": "a cat", "overrides": {"sds.guidanse_scale": 50}}, "override 'sds.guidanse_scale': SdsConfig has no field 'guidanse_scale'"),
     ({"prompt": "a cat", "overrides": {"sds.guidance_scale": "big"}}, "override 'sds.guidance_scale' must be a finite number, got 'big'"),
@@ -91,6 +92,24 @@ BAD_LINES = [
     ({"prompt": "a cat", "overrides": {"export.texture_size": 100}}, "ExportConfig.texture_size must be a multiple of 8"),
     ({"prompt": "a cat", "overrides": {"sketch.mesh_scale": 0.5}}, "sketch.* overrides need a sketch"),
     ('{"prompt": "a cat", "seed": 1, "seed": 2}', "key 'seed' appears twice"),
+    ({"prompt": "a cat", "source": "runs/cat"}, "source is not an input of kind 'nerf'"),
+    # paint lines: the mesh, PaintConfig's names and rules, what a paint job writes
+    ({"kind": "paint", "prompt": "a vase"}, "kind 'paint' needs mesh: the mesh file to paint"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "sketch": "s.obj"}, "sketch is not an input of kind 'paint' (it takes: mesh)"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"texture_sise": 64}}, "override 'texture_sise': PaintConfig has no field 'texture_sise'"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"texture_size": 32}}, "PaintConfig.texture_size must be an integer in [64, 512], got 32"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"init": "textured"}}, "override 'init' must be one of 'color', 'texture'"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"resolution": 20}}, "override 'resolution' must be a multiple of 8"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"export.texture_size": 100}}, "export.texture_size must be a multiple of 8"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "overrides": {"seed": 1}}, "set the job's own 'seed' key"),
+    ({"kind": "paint", "prompt": "a vase", "mesh": "vase.obj", "format": "ply"}, "format 'ply' cannot hold a texture"),
+    # refine lines: the source, RefineConfig's names and rules
+    ({"kind": "refine", "prompt": "a vase"}, "kind 'refine' needs source: a Latent-NeRF run folder"),
+    ({"kind": "refine", "prompt": "a vase", "source": ""}, "source must be a path (a non-empty string)"),
+    ({"kind": "refine", "prompt": "a vase", "source": "run", "mesh": "vase.obj"}, "mesh is not an input of kind 'refine' (it takes: source)"),
+    ({"kind": "refine", "prompt": "a vase", "source": "run", "overrides": {"lr_colour": 0.1}}, "override 'lr_colour': RefineConfig has no field 'lr_colour'"),
+    ({"kind": "refine", "prompt": "a vase", "source": "run", "overrides": {"encode_resolution": 60}}, "RefineConfig.encode_resolution must be a positive multiple of 8"),
+    ({"kind": "refine", "prompt": "a vase", "source": "run", "overrides": {"export.resolution": 3}}, "ExportConfig.resolution must be an integer in [16, 512]"),
 ]
 
 
@@ -116,17 +135,33 @@ def test_every_bad_line_is_reported_and_nothing_runs(tmp_path):
 
 
 @pytest.mark.unit
-def test_unavailable_kinds_are_refused_per_line(tmp_path):
-    import importlib.util
+def test_unavailable_kinds_are_refused_per_line(tmp_path, monkeypatch):
+    from latent3d.batch import kinds
 
-    path = write_jobs(tmp_path, [{"kind": "paint", "prompt": "a vase", "mesh": "vase.obj"}, {"kind": "refine", "prompt": "a vase"}])
-    missing = [kind for kind in ("paint", "refine") if importlib.util.find_spec(f"latent3d.cli.{kind}") is None]
-    if not missing:
-        pytest.skip("both latent3d.cli.paint and latent3d.cli.refine exist here")
+    monkeypatch.setitem(kinds.KINDS, "paint", dataclasses.replace(kinds.KINDS["paint"], module="latent3d.cli.no_such_module"))
+    monkeypatch.setitem(kinds.KINDS, "refine", dataclasses.replace(kinds.KINDS["refine"], configure="no_such_adapter"))
+    path = write_jobs(tmp_path, [{"kind": "paint", "prompt": "a vase", "mesh": "vase.obj"}, {"kind": "refine", "prompt": "a vase", "source": "run"}])
     with pytest.raises(JobFileError) as caught:
         read_jobs(path, TINY)
-    for kind in missing:
-        assert any(f"kind {kind!r} is not available in this version" in m for _, m in caught.value.problems)
+    assert caught.value.problems == [
+        (1, "kind 'paint' is not available in this version (latent3d.cli.no_such_module is missing)"),
+        (2, "kind 'refine' is not available in this version (latent3d.cli.refine has no batch adapter no_such_adapter)"),
+    ]
+
+
+@pytest.mark.unit
+def test_a_job_without_source_keeps_the_hash_it_had_before_source_existed(tmp_path):
+    """The documented hash: SHA-256 over the job's keys (those of the first job files) and the hashed settings."""
+    import hashlib
+
+    job = read_jobs(write_jobs(tmp_path, [{"prompt": "a hamburger", "seed": 3, "sketch": "s.obj"}]), TINY)[0]
+    first_keys = {"kind": "nerf", "prompt": "a hamburger", "negative": "", "seed": 3, "iterations": None, "sketch": "s.obj", "mesh": None,
+                  "format": "glb", "overrides": {}}
+    settings = {"model": "tiny", "model_config": None, "preset": "tiny", "view_prompts": True}
+    text = json.dumps({"job": first_keys, "settings": settings}, sort_keys=True, ensure_ascii=True)
+    assert job_hash(job, TINY) == hashlib.sha256(text.encode()).hexdigest()[:8]
+    refine = read_jobs(write_jobs(tmp_path, [{"kind": "refine", "prompt": "a hamburger", "source": "run"}]), TINY)[0]
+    assert refine.content()["source"] == "run"
 
 
 @pytest.mark.unit

@@ -1,5 +1,6 @@
-"""The Ray executor on a local 2-CPU Ray cluster: the local executor's outputs bit for bit, one model load
-per worker, a killed worker's job retried and resumed, a stop request that keeps the manifest current."""
+"""The Ray executor on a local 2-CPU Ray cluster: the local executor's outputs bit for bit (nerf and paint
+jobs), one model load per worker, a killed worker's job retried and resumed, a stop request that keeps the
+manifest current."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-batch.txt): the Ray executor is optional")
 
 from test_batch import TINY, assert_same_tensors, check_gallery, local_batch, manifest, write_jobs  # noqa: E402,F401
+from test_batch_kinds import kinds_batch  # noqa: E402,F401
 
 from latent3d.batch import run_batch  # noqa: E402
 from latent3d.batch.ray_executor import RayOptions, runtime_env  # noqa: E402
@@ -49,6 +51,20 @@ def test_ray_runs_the_jobs_to_the_local_executors_outputs(local_batch, tmp_path)
         loads.setdefault(timing["pid"], []).append(timing["load_s"])
     assert all(sum(load > 0 for load in per_worker) == 1 for per_worker in loads.values()), loads  # one load per worker
     assert ray_batch(jobs, out).skipped == 2
+
+
+def test_a_paint_job_on_ray_gives_the_local_checkpoint_bit_for_bit(kinds_batch):
+    path, local_out, _, _ = kinds_batch
+    local = manifest(local_out)["jobs"][1]
+    assert local["kind"] == "paint" and local["status"] == "done"
+    alone = write_jobs(path.parent, [path.read_text().splitlines()[1]], name="paint_alone.jsonl")  # beside box.obj, which it names
+    out = path.parent / "paint_ray"
+    report = ray_batch(alone, out, workers=1)
+    remote = manifest(out)["jobs"][0]
+    assert report.counts["done"] == 1 and (remote["status"], remote["step"]) == ("done", 4), remote
+    assert remote["dir"][5:] == local["dir"][5:]  # the same job (hash); only the line number differs
+    assert_same_tensors(out / remote["outputs"]["checkpoint"], local_out / local["outputs"]["checkpoint"])
+    assert [Path(p).name for p in remote["outputs"]["mesh"]] == ["mesh.glb", "mesh.obj", "mesh.mtl", "mesh.png"]
 
 
 def test_a_killed_worker_is_retried_and_resumes(local_batch, tmp_path):

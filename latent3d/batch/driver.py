@@ -65,7 +65,7 @@ def run_batch(
             if done is not None:
                 manifest.set(entry, "done", done)
             else:
-                entry.step = checkpoint_step(manifest.job_dir(entry))
+                entry.step = checkpoint_step(manifest.job_dir(entry), entry.job.kind)
                 pending.append(entry)
         manifest.write()
         skipped = len(jobs) - len(pending)

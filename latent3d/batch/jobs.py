@@ -3,7 +3,9 @@ whole before anything runs.
 
 Keys: ``kind`` ("nerf"; "paint"/"refine" where available; default "nerf"), ``prompt`` (required),
 ``negative``, ``seed`` (integer >= 0, default 0), ``iterations`` (positive integer, default the preset's),
-``sketch`` / ``mesh`` (input files; relative paths are relative to the job file's folder), ``format``
+``sketch`` / ``mesh`` / ``source`` (input files, which kinds take which in ``kinds.KINDS``: a sketch for
+``nerf``, the mesh to paint for ``paint``, the Latent-NeRF run folder or checkpoint to refine for ``refine``;
+relative paths are relative to the job file's folder), ``format``
 (export format: glb, obj, ply; default glb) and ``overrides`` (an object of dotted config names → values,
 e.g. ``{"sds.guidance_scale": 50}``; in CSV a JSON object in the cell). Blank lines, and JSONL lines
 starting with ``#``, are skipped. Every bad line is reported with its line number and the rule it breaks
@@ -22,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .kinds import KINDS, adapter, unavailable_reason
+from .kinds import INPUTS, KINDS, adapter, unavailable_reason
 
-KEYS = ("kind", "prompt", "negative", "seed", "iterations", "sketch", "mesh", "format", "overrides")
+KEYS = ("kind", "prompt", "negative", "seed", "iterations", "sketch", "mesh", "source", "format", "overrides")
+LATER_KEYS = ("source",)
+"""Keys added after the first job files: part of a job's hash only when set, so older jobs keep their folders."""
 FORMATS = ("glb", "obj", "ply")  # latent3d.export.FORMATS, named here so validating needs no torch import
 
 
@@ -71,13 +75,14 @@ class Job:
     iterations: int | None = None
     sketch: str | None = None
     mesh: str | None = None
+    source: str | None = None
     format: str = "glb"
     overrides: dict[str, Any] = field(default_factory=dict)
     base: str = "."
     """The job file's folder: relative input paths are read from there."""
 
     def content(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in KEYS}
+        return {k: getattr(self, k) for k in KEYS if k not in LATER_KEYS or getattr(self, k) is not None}
 
     def input_path(self, key: str) -> Path | None:
         value = getattr(self, key)
@@ -241,12 +246,12 @@ def _job(line: int, record: Any, base: str, settings: BatchSettings) -> tuple[Jo
 def _input_errors(values: dict[str, Any], kind: Any) -> list[str]:
     entry = KINDS.get(kind) if isinstance(kind, str) else None
     errors = []
-    for key in ("sketch", "mesh"):
+    for key in INPUTS:
         if key in values and not (isinstance(values[key], str) and values[key].strip()):
-            errors.append(f"{key} must be a file path (a non-empty string), got {values[key]!r}")
+            errors.append(f"{key} must be a path (a non-empty string): {INPUTS[key]}, got {values[key]!r}")
         elif key in values and entry is not None and key not in entry.inputs:
             errors.append(f"{key} is not an input of kind {kind!r} (it takes: {', '.join(entry.inputs) or 'no input files'})")
     if entry is not None:
-        errors += [f"kind {kind!r} needs {key}: a file path" for key in entry.required if key not in values]
+        errors += [f"kind {kind!r} needs {key}: {INPUTS[key]}" for key in entry.required if key not in values]
     return errors
 

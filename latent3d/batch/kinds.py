@@ -11,7 +11,9 @@ A kind names the module and two functions of its batch adapter:
   ``hooks`` is a :class:`latent3d.batch.run.JobHooks` (progress, stop polling).
 
 A kind whose module is missing or lacks its adapter is "not available in this version": the validator
-reports every line that asks for it.
+reports every line that asks for it. ``nerf`` trains a Latent-NeRF from the prompt (and a sketch); ``paint``
+paints a texture on the job's ``mesh`` (``latent3d paint``); ``refine`` refines the Latent-NeRF run its
+``source`` names in RGB and exports it (``latent3d refine``, then ``latent3d export``).
 """
 
 from __future__ import annotations
@@ -35,14 +37,23 @@ class JobKind:
     """The input-file keys a job of this kind may set ("sketch", "mesh")."""
     required: tuple[str, ...] = ()
     """The input-file keys it must set."""
+    checkpoint: str = "nerf.safetensors"
+    """The checkpoint a job of this kind writes in its folder (its ``.json`` twin gives the step reached)."""
 
 
 KINDS: dict[str, JobKind] = {
     "nerf": JobKind("nerf", "latent3d.batch.run", "configure_nerf_job", "run_nerf_job", inputs=("sketch",)),
-    # Latent-Paint and RGB refinement: available once their command modules provide the two adapters
-    "paint": JobKind("paint", "latent3d.cli.paint", "configure_batch_job", "run_batch_job", inputs=("mesh",), required=("mesh",)),
-    "refine": JobKind("refine", "latent3d.cli.refine", "configure_batch_job", "run_batch_job", inputs=("sketch", "mesh")),
+    "paint": JobKind("paint", "latent3d.cli.paint", "configure_batch_job", "run_batch_job", inputs=("mesh",), required=("mesh",),
+                     checkpoint="paint.safetensors"),
+    "refine": JobKind("refine", "latent3d.cli.refine", "configure_batch_job", "run_batch_job", inputs=("source",), required=("source",),
+                      checkpoint="refined.safetensors"),
 }
+INPUTS = {
+    "sketch": "a mesh file (OBJ/PLY/STL/OFF/GLB/GLTF) that guides the shape",
+    "mesh": "the mesh file to paint (OBJ/GLB/GLTF/PLY/STL/OFF)",
+    "source": "a Latent-NeRF run folder (e.g. a nerf job's folder of an earlier batch) or its nerf.safetensors",
+}
+"""Every input-file key of a job line, and what it names (a kind takes some of them)."""
 
 
 def unavailable_reason(kind: JobKind) -> str | None:

@@ -41,7 +41,7 @@ def run_local(
             try:
                 outcome = run_job(entry.job, settings, components, manifest.job_dir(entry), device, JobHooks(on_step, should_stop, say, progress))
             except KeyboardInterrupt:
-                entry.status, entry.step = "pending", checkpoint_step(manifest.job_dir(entry))
+                entry.status, entry.step = "pending", checkpoint_step(manifest.job_dir(entry), entry.job.kind)
                 manifest.write()
                 raise
         manifest.set(entry, outcome.status, outcome)

@@ -188,7 +188,7 @@ class _Scheduler:
             outcome = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
             died = f"its worker died {self.options.max_retries + 1} times (retries exhausted): {e}"
-            outcome = JobOutcome("failed", step=checkpoint_step(self.manifest.job_dir(entry)), error=died)
+            outcome = JobOutcome("failed", step=checkpoint_step(self.manifest.job_dir(entry), entry.job.kind), error=died)
             self.ray.kill(actor)
             actor = self._new_worker()
         if outcome.status == "fatal":
@@ -215,5 +215,5 @@ class _Scheduler:
             except KeyboardInterrupt:
                 pass
         for entry, *_ in in_flight.values():
-            entry.status, entry.step = "pending", checkpoint_step(self.manifest.job_dir(entry))
+            entry.status, entry.step = "pending", checkpoint_step(self.manifest.job_dir(entry), entry.job.kind)
         self.manifest.write()

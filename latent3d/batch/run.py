@@ -1,11 +1,13 @@
 """One job run, the same for every executor: lock the job's folder, run its kind's adapter with a model the
-process already loaded, record ``result.json``; plus the Latent-NeRF adapter (``nerf`` kind).
+process already loaded, record ``result.json``; the pieces every adapter shares (its configs from the preset,
+the job and the overrides; the step to resume from; the test kill hook); and the Latent-NeRF adapter
+(``nerf`` kind).
 
-A job's folder holds what ``latent3d nerf --out`` writes (``nerf.safetensors``, ``nerf.json``,
-``metrics.jsonl``, ``previews/``, ``turntable.gif``) plus the exported ``mesh.<format>``, ``job.json`` (the
-job line and its hash), ``result.json`` (written last: status, step, outputs) and, for a failed job,
-``error.log`` (the traceback). A rerun resumes training from ``nerf.safetensors`` and redoes the turntable
-and the export (seconds) unless ``result.json`` says the job is done.
+A ``nerf`` job's folder holds what ``latent3d nerf --out`` writes (``nerf.safetensors``, ``nerf.json``,
+``metrics.jsonl``, ``previews/``, ``turntable.gif``) plus the exported ``mesh.<format>``; every job's folder
+holds ``job.json`` (the job line and its hash), ``result.json`` (written last: status, step, outputs) and,
+for a failed job, ``error.log`` (the traceback). A rerun resumes training from the kind's checkpoint and
+redoes the outputs (seconds) unless ``result.json`` says the job is done.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .jobs import BatchSettings, Job, job_hash
-from .kinds import adapter
+from .kinds import KINDS, adapter
 
 RESULT = "result.json"
 JOB = "job.json"
@@ -125,7 +127,7 @@ def run_job(job: Job, settings: BatchSettings, components: Any, job_dir: Path, d
             except Exception as e:  # noqa: BLE001 - a job's failure is its result; the batch goes on
                 outcome.error = _describe(e)
                 (job_dir / ERROR_LOG).write_text(traceback.format_exc())
-            outcome.step = outcome.step or checkpoint_step(job_dir)
+            outcome.step = outcome.step or checkpoint_step(job_dir, job.kind)
             outcome.wall_s = round(time.perf_counter() - began, 3)
             if outcome.status != "pending":
                 outcome.resumed_from = hooks.resumed_from
@@ -177,12 +179,92 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def checkpoint_step(job_dir: Path) -> int:
-    """The step of the checkpoint in ``job_dir`` (0: none, or unreadable)."""
+def checkpoint_step(job_dir: Path, kind: str = "nerf") -> int:
+    """The step of the ``kind`` job's checkpoint in ``job_dir`` (0: none, or unreadable)."""
+    record = (job_dir / KINDS[kind].checkpoint).with_suffix(".json")
     try:
-        return int(json.loads((job_dir / "nerf.json").read_text()).get("step", 0))
+        return int(json.loads(record.read_text()).get("step", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return 0
+
+
+# -- what every kind's adapter shares ----------------------------------------------------------------------
+def job_configs(job: Job, settings: BatchSettings, main: str, config_class: type, roots: dict[str, Any]) -> dict[str, Any]:
+    """{main: the stage's config, **roots} for ``job``: the batch's preset of ``config_class`` (its ``paper()``
+    or ``tiny()``) with the job's seed and iterations and the batch's preview/checkpoint cadence, then the
+    job's overrides (names starting with a root's name, e.g. ``export.``, go to that root). ValueError names
+    the key."""
+    import dataclasses
+
+    from .overrides import apply_overrides
+
+    for key in ("seed", "iterations"):
+        if key in job.overrides:
+            raise ValueError(f"override {key!r}: set the job's own {key!r} key instead")
+    base = getattr(config_class, settings.preset)()
+    base = dataclasses.replace(
+        base, iterations=job.iterations or base.iterations, seed=job.seed, preview_every=settings.preview_every, checkpoint_every=settings.checkpoint_every
+    )
+    return apply_overrides({main: base, **roots}, job.overrides, main=main)
+
+
+def latent_resolution(config: Any, job: Job, settings: BatchSettings) -> Any:
+    """``config`` (a NerfConfig or PaintConfig) with its ``resolution`` checked as the UNet needs and, as the
+    commands do, paper previews at least 64² latents (512² images) unless the job overrides them."""
+    import dataclasses
+
+    if config.resolution % 8 or not 8 <= config.resolution <= 256:
+        raise ValueError(f"override 'resolution' must be a multiple of 8 in [8, 256] (the UNet halves it three times), got {config.resolution}")
+    if "preview_resolution" in job.overrides:
+        return config
+    preview = max(config.resolution, 64) if settings.preset == "paper" else config.resolution
+    return dataclasses.replace(config, preview_resolution=preview)
+
+
+def resumable_step(checkpoint: Path, request) -> int:
+    """The step to resume from (0: fresh); ValueError when the folder holds another run (``request.metadata()``
+    differs from the checkpoint's)."""
+    from ..checkpoint import read_record
+
+    if not checkpoint.exists():
+        return 0
+    record = read_record(checkpoint)
+    meta = record.get("meta") or {}
+    differs = [k for k, v in request.metadata().items() if meta.get(k) != v]
+    if differs:
+        raise ValueError(f"{checkpoint.parent} holds another run ({', '.join(f'{k} {meta.get(k)!r}' for k in differs)}); move it away to rerun this job")
+    return int(record.get("step", 0))
+
+
+def batch_path(path: Path | None) -> str | None:
+    """``<job folder>/<file>``: relative to the batch folder (where the manifest and gallery live)."""
+    if path is None:
+        return None
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
+def input_file(job: Job, key: str) -> Path:
+    """The job's input file ``key`` ("sketch", "mesh", "source") resolved against the job file's folder;
+    FileNotFoundError naming the key and the value when nothing is there."""
+    path = job.input_path(key)
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"{key} {getattr(job, key)}: no such file ({path})")
+    return path
+
+
+def read_input(job: Job, key: str, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` of the job's input file ``key``; its failure as a ValueError that names the key and value."""
+    path = input_file(job, key)
+    try:
+        return read(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{key} {getattr(job, key)}: {e}") from e
+
+
+def quiet(hooks: JobHooks) -> Callable[[str], None]:
+    """``hooks.say``, or a callable that drops the line."""
+    return hooks.say or (lambda text: None)
 
 
 # -- the "nerf" kind -------------------------------------------------------------------------------------
@@ -190,30 +272,15 @@ def configure_nerf_job(job: Job, settings: BatchSettings) -> dict[str, Any]:
     """{"nerf": NerfConfig, "export": ExportConfig, "sketch": SketchShapeConfig} for ``job``: the preset,
     the job's seed and iterations, the batch's preview/checkpoint cadence and export size, then the job's
     overrides (``export.*`` and ``sketch.*`` go to the export and sketch configs). ValueError names the key."""
-    import dataclasses
-
     from ..export import ExportConfig
     from ..nerf.train import NerfConfig
     from ..shape.loss import SketchShapeConfig
-    from .overrides import apply_overrides
 
-    for key in ("seed", "iterations"):
-        if key in job.overrides:
-            raise ValueError(f"override {key!r}: set the job's own {key!r} key instead")
     if job.sketch is None and any(k.startswith("sketch.") for k in job.overrides):
         raise ValueError("sketch.* overrides need a sketch: the job sets no 'sketch' file")
-    base = NerfConfig.tiny() if settings.preset == "tiny" else NerfConfig.paper()
-    base = dataclasses.replace(
-        base, iterations=job.iterations or base.iterations, seed=job.seed, preview_every=settings.preview_every, checkpoint_every=settings.checkpoint_every
-    )
     export = ExportConfig(resolution=settings.export_resolution, texture_size=settings.texture_size)
-    configs = apply_overrides({"nerf": base, "export": export, "sketch": SketchShapeConfig()}, job.overrides, main="nerf")
-    nerf = configs["nerf"]
-    if nerf.resolution % 8 or not 8 <= nerf.resolution <= 256:
-        raise ValueError(f"override 'resolution' must be a multiple of 8 in [8, 256] (the UNet halves it three times), got {nerf.resolution}")
-    if "preview_resolution" not in job.overrides:  # as `latent3d nerf`: paper previews at least 64² latents (512² images)
-        preview = max(nerf.resolution, 64) if settings.preset == "paper" else nerf.resolution
-        configs["nerf"] = dataclasses.replace(nerf, preview_resolution=preview)
+    configs = job_configs(job, settings, "nerf", NerfConfig, {"export": export, "sketch": SketchShapeConfig()})
+    configs["nerf"] = latent_resolution(configs["nerf"], job, settings)
     return configs
 
 
@@ -232,60 +299,35 @@ def run_nerf_job(job: Job, settings: BatchSettings, components: Any, job_dir: Pa
         configs["sketch"] if job.sketch else None, settings.view_prompts, {"batch_job": job_hash(job, settings)},
     )
     checkpoint = job_dir / CHECKPOINT
-    start = hooks.resumed_from = _resumable_step(checkpoint, request)
+    start = hooks.resumed_from = resumable_step(checkpoint, request)
     model = None
     if start < config.iterations:
-        sketch = _read_sketch(job) if job.sketch else None
-        on_step = _step_hook(job_dir, hooks)
+        sketch = read_input(job, "sketch", _load_mesh) if job.sketch else None
+        on_step = step_hook(job_dir, hooks)
         result = train_nerf(components, request, device, start=start, sketch=sketch, should_stop=hooks.should_stop, on_step=on_step, progress=hooks.progress)
         if result.status == "interrupted":
             raise JobInterrupted(result.step)
         model = result.model
-    outputs: dict[str, Any] = {"checkpoint": _rel(checkpoint), "turntable": None, "mesh": []}
+    outputs: dict[str, Any] = {"checkpoint": batch_path(checkpoint), "turntable": None, "mesh": []}
     if settings.turntable_frames > 0:
         model = model if model is not None else load_latent_nerf(checkpoint, device)[0]
         path = write_turntable(model, config, components, device, settings.turntable_frames, job_dir, progress=hooks.progress)
-        outputs["turntable"] = _rel(path)
+        outputs["turntable"] = batch_path(path)
     export = configs["export"]
     decode = components.decode_latents if export.color_mode == "texture" and job.format != "ply" else None
     written = export_checkpoint(checkpoint, job_dir, format=job.format, config=export, decode=decode, name="mesh", device=device)
-    outputs["mesh"] = [_rel(p) for p in written]
+    outputs["mesh"] = [batch_path(p) for p in written]
     return outputs
 
 
-def _read_sketch(job: Job):
+def _load_mesh(path: Path):
     from ..shape.mesh_io import load_mesh
 
-    path = job.input_path("sketch")
-    if not path.is_file():
-        raise FileNotFoundError(f"sketch {job.sketch}: no such file ({path})")
-    try:
-        return load_mesh(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"sketch {job.sketch}: {e}") from e
+    return load_mesh(path)
 
 
-def _rel(path: Path) -> str:
-    """``<job folder>/<file>``: relative to the batch folder (where the manifest and gallery live)."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}"
-
-
-def _resumable_step(checkpoint: Path, request) -> int:
-    """The step to resume from (0: fresh); ValueError when the folder holds another run."""
-    from ..checkpoint import read_record
-
-    if not checkpoint.exists():
-        return 0
-    record = read_record(checkpoint)
-    meta = record.get("meta") or {}
-    differs = [k for k, v in request.metadata().items() if meta.get(k) != v]
-    if differs:
-        raise ValueError(f"{checkpoint.parent} holds another run ({', '.join(f'{k} {meta.get(k)!r}' for k in differs)}); move it away to rerun this job")
-    return int(record.get("step", 0))
-
-
-def _step_hook(job_dir: Path, hooks: JobHooks) -> Callable[[int, int], None] | None:
+def step_hook(job_dir: Path, hooks: JobHooks) -> Callable[[int, int], None] | None:
+    """``hooks.on_step``, wrapped by the test kill hook when LATENT3D_TEST_HOOKS=1 and the job folder asks."""
     kill_at = _test_kill_step(job_dir)
     if kill_at is None:
         return hooks.on_step

@@ -18,8 +18,12 @@ def add_parser(sub) -> None:
         "mesh), with manifest.json and an index.html gallery kept current. The whole file is validated first.\n"
         "Rerunning the same command skips finished jobs and resumes interrupted ones; a failed job is recorded\n"
         "and the others go on. Exit code 0: every job done; 1: some failed; 2: bad input; 130/143: stopped.\n\n"
-        'Job line (JSONL): {"prompt": "a hamburger", "seed": 3, "iterations": 5000, "sketch": "chair.obj",\n'
-        '                   "format": "glb", "overrides": {"sds.guidance_scale": 50}}',
+        'Job lines (JSONL): {"prompt": "a hamburger", "seed": 3, "iterations": 5000, "sketch": "chair.obj",\n'
+        '                    "format": "glb", "overrides": {"sds.guidance_scale": 50}}\n'
+        '                   {"kind": "paint", "prompt": "a goldfish", "mesh": "fish.obj"}\n'
+        '                   {"kind": "refine", "prompt": "a hamburger", "source": "catalogue/0001-a-hamburger-1a2b3c4d"}\n'
+        "kind: nerf (default; latent3d nerf), paint (a texture for mesh; latent3d paint), refine (the Latent-NeRF run\n"
+        "folder or checkpoint source names, refined in RGB; latent3d refine). See docs/batch.md.",
     )
     p.add_argument("jobs", help="the job file: .jsonl (one JSON object a line) or .csv (a header row of the same keys)")
     add_model_arguments(p)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+Result = TypeVar("Result")
 
 
 class CliError(ValueError):
@@ -70,6 +73,33 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
         "--model-config", default=None,
         help="for a single-file --model without hub access: a local diffusers folder of the same family (its configs and tokenizer)",
     )
+
+
+VIEW_PROMPTS_HELP = "one prompt for every view (no ', front/side/back/overhead view')"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, preview: str = "a preview PNG", turntable: str = "the final turntable GIF",
+                      view_prompts: str = VIEW_PROMPTS_HELP) -> None:
+    """The flags every stage command has for its run: seed, resume/overwrite, previews, checkpoints, turntable,
+    device, view prompting (``preview``, ``turntable``, ``view_prompts``: the words of their help)."""
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+    parser.add_argument("--preview-every", type=int, default=100, help=f"write {preview} every N steps (0: never)")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="save a checkpoint every N steps (0: only at the end)")
+    parser.add_argument("--turntable-frames", type=int, default=24, help=f"frames of {turntable} (0: none)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda when available)")
+    parser.add_argument("--no-view-prompts", action="store_true", help=view_prompts)
+
+
+def guidance_from(args: argparse.Namespace):
+    """The SdsConfig of ``--guidance-scale`` (CliError when it is not a finite number)."""
+    from ..guidance.sds import SdsConfig
+
+    try:
+        return SdsConfig(guidance_scale=args.guidance_scale)
+    except ValueError as e:
+        raise CliError(f"--guidance-scale must be a finite number, got {args.guidance_scale}") from e
 
 
 def load_model(model: str, model_config: str | None, device, say: Callable[[str], None]):
@@ -132,6 +162,54 @@ def save_turntable(frames, path: Path) -> None:
     images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
 
 
+@contextlib.contextmanager
+def run_folder_hooks(
+    out: Path, start: int, preview_image: Callable[[Any], Any], on_step: Callable[[int, int], None] | None = None,
+    on_metrics: Callable[[int, dict], None] | None = None,
+) -> Iterator[tuple[Callable[[int, int, Any], None], Callable[[int, dict], None]]]:
+    """(on_step, on_metrics) for a stage's loop that write its run folder: ``previews/step_NNNNN.png`` of each
+    preview (``preview_image(preview)`` -> an RGB image [3, H, W] in [0, 1]) and ``metrics.jsonl`` (its lines
+    after ``start`` dropped: a resumed run continues the log), then call the caller's own hooks."""
+    from ..images import to_pil
+    from ..runfolder import MetricsLog
+
+    (out / "previews").mkdir(parents=True, exist_ok=True)
+    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics:
+        def step_hook(step: int, total: int, preview) -> None:
+            if preview is not None:
+                to_pil(preview_image(preview)).save(out / "previews" / f"step_{step:05d}.png")
+            if on_step is not None:
+                on_step(step, total)
+
+        def metrics_hook(step: int, values: dict) -> None:
+            metrics.write({"step": step, **values})
+            if on_metrics is not None:
+                on_metrics(step, values)
+
+        yield step_hook, metrics_hook
+
+
+def view_embeddings(components, request):
+    """The per-view prompt embeddings of ``request``'s prompt, negative prompt and view prompting (no gradient)."""
+    import torch
+
+    from ..guidance.prompts import encode_view_prompts
+
+    with torch.no_grad():
+        return encode_view_prompts(components.encode_text, request.prompt, request.negative, view_dependent=request.view_prompts)
+
+
+def decoded(components, device) -> Callable[[Any], Any]:
+    """A preview latent [4, h, w] -> its RGB image [3, 8h, 8w] by ``components``' VAE (no gradient)."""
+    import torch
+
+    def decode(latent):
+        with torch.no_grad():
+            return components.decode_latents(latent[None].to(device))[0]
+
+    return decode
+
+
 def out_of_memory_types() -> tuple[type[BaseException], ...]:
     import torch
 
@@ -141,3 +219,87 @@ def out_of_memory_types() -> tuple[type[BaseException], ...]:
         if isinstance(kind, type) and kind not in kinds:
             kinds.append(kind)
     return tuple(kinds)
+
+
+def existing_run(
+    out: Path, checkpoint: str, run_files: Sequence[str], metadata: dict, iterations: int, *, resume: bool, overwrite: bool,
+    shown: Sequence[str] = ("prompt", "model"), kind: str | None = None,
+) -> tuple[bool, int]:
+    """(finished, resume_from): what a stage command's ``--out`` holds decides between skipping, resuming and refusing.
+
+    ``overwrite``: ``run_files`` and ``previews/`` are deleted, a fresh start. No ``checkpoint`` file there: a
+    fresh start. A checkpoint of another run (another ``kind`` when given, or ``metadata`` that differs in a
+    key but ``model_config``, which may be spelt differently for the same model) is refused with the ``shown``
+    keys of what it holds; a finished one (step >= ``iterations``) is (True, step); an unfinished one needs
+    ``resume``. Every refusal is a CliError that says which flag to pass.
+    """
+    from ..checkpoint import CheckpointError, read_record
+
+    if overwrite:
+        for name in run_files:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "previews", ignore_errors=True)
+        return False, 0
+    path = out / checkpoint
+    if not path.exists():
+        return False, 0
+    try:
+        record = read_record(path)
+    except CheckpointError as e:
+        raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
+    step, meta = int(record.get("step", 0)), record.get("meta") or {}
+    same = all(meta.get(k) == v for k, v in metadata.items() if k != "model_config")
+    if (kind is not None and record.get("kind") != kind) or not same:
+        holds = ", ".join(f"{key} {meta.get(key)!r}" for key in shown)
+        raise CliError(f"--out {out} holds another run ({holds}); choose another --out or pass --overwrite")
+    if step >= iterations:
+        return True, step
+    if not resume:
+        total = record["config"].get("iterations")
+        raise CliError(f"--out {out} holds an unfinished run ({step} of {total} steps); pass --resume to continue it or --overwrite to start over")
+    return False, step
+
+
+def say_finished(out: Path, step: int, result: Path) -> int:
+    """The line and stdout path of a rerun that finds its run finished; exit code 0."""
+    say(f"--out {out} already holds this run, finished at step {step} ({result}); nothing to do")
+    print(result)
+    return 0
+
+
+def run_stage(
+    stage: Callable[[Callable[[], bool], Callable[[int, int], None], Callable[[int, dict], None]], Result],
+    *, desc: str, total: int, start: int, checkpoint: Path, out_of_memory: str,
+) -> Result | int:
+    """Run ``stage(should_stop, on_step, on_metrics)`` (a stage function bound to its request and model) the
+    way every stage command does: a progress bar from ``start`` of ``total`` steps, SIGTERM/SIGHUP polled.
+
+    Returns the stage's result, or the exit code of a run that stopped with its checkpoint kept (Ctrl-C: 130;
+    a signal: 143; both say to continue with --resume). A run that stopped learning, or ran out of memory, is
+    a CliError: ``out_of_memory`` says what to lower (the checkpoint's path and the error's type are added).
+    """
+    from tqdm import tqdm
+
+    from ..loop import NonFiniteRunError
+
+    with stop_on_signals() as terminated, tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        def on_step(step: int, total: int) -> None:
+            bar.n = step
+            bar.refresh()
+
+        def on_metrics(step: int, values: dict) -> None:
+            bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
+
+        try:
+            result = stage(terminated, on_step, on_metrics)
+        except KeyboardInterrupt:
+            say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
+            return EXIT_INTERRUPTED
+        except NonFiniteRunError as e:
+            raise CliError(str(e)) from e
+        except out_of_memory_types() as e:
+            raise CliError(f"{out_of_memory}; the checkpoint is kept at {checkpoint} ({type(e).__name__})") from e
+    if result.status == "interrupted":
+        say(f"stopped by a signal at step {result.step}; checkpoint kept at {checkpoint} (continue with --resume)")
+        return EXIT_TERMINATED
+    return result

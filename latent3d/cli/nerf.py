@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     CliError,
     Formatter,
     add_model_arguments,
+    add_run_arguments,
     check_readable_file,
+    decoded,
     device_from,
+    existing_run,
+    guidance_from,
     latent_size,
     load_model,
     non_negative_int,
-    out_of_memory_types,
     positive_int,
+    run_folder_hooks,
+    run_stage,
     save_turntable,
     say,
-    stop_on_signals,
+    say_finished,
+    view_embeddings,
 )
 
 if TYPE_CHECKING:
@@ -52,14 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--iters", type=int, default=None, help="optimization steps (default: the preset's, paper 5000, tiny 20)")
     p.add_argument("--resolution", type=int, default=None, help="latent render size, a multiple of 8; 64 = a 512² image (default: paper 64, tiny 16)")
     p.add_argument("--guidance-scale", type=float, default=100.0, help="classifier-free guidance scale (paper: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    p.add_argument("--preview-every", type=int, default=100, help="write a preview PNG every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, default=250, help="save a checkpoint every N steps (0: only at the end)")
-    p.add_argument("--turntable-frames", type=int, default=24, help="frames of the final turntable GIF (0: none)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda when available)")
-    p.add_argument("--no-view-prompts", action="store_true", help="one prompt for every view (no ', front/side/back/overhead view')")
+    add_run_arguments(p)
     defaults = SketchShapeConfig()
     g = p.add_argument_group("sketch-shape guidance")
     g.add_argument("--sketch", default=None, help="a mesh (OBJ/PLY/STL/OFF/GLB/GLTF) that guides the shape")
@@ -73,7 +69,6 @@ def add_parser(sub) -> None:
 
 
 def _config(args):
-    from ..guidance.sds import SdsConfig
     from ..nerf.train import NerfConfig
 
     base = NerfConfig.tiny() if args.preset == "tiny" else NerfConfig.paper()
@@ -82,10 +77,7 @@ def _config(args):
     non_negative_int("--preview-every", args.preview_every)
     non_negative_int("--checkpoint-every", args.checkpoint_every)
     non_negative_int("--turntable-frames", args.turntable_frames)
-    try:
-        sds = SdsConfig(guidance_scale=args.guidance_scale)
-    except ValueError as e:
-        raise CliError(f"--guidance-scale must be a finite number, got {args.guidance_scale}") from e
+    sds = guidance_from(args)
     preview = max(resolution, 64) if args.preset == "paper" else resolution
     return dataclasses.replace(
         base, iterations=iters, resolution=resolution, seed=args.seed, preview_every=args.preview_every,
@@ -138,33 +130,6 @@ def _request(args, config, out: Path, sketch_config) -> NerfRequest:
     return NerfRequest(args.prompt, args.negative, args.model, args.model_config, config, out, args.sketch, sketch_config, not args.no_view_prompts)
 
 
-def _existing_run(out: Path, args, config) -> tuple[bool, int]:
-    """(finished, resume_from): what --out holds decides between skipping, resuming and refusing."""
-    from ..checkpoint import CheckpointError, read_record
-
-    checkpoint = out / CHECKPOINT
-    if args.overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "previews", ignore_errors=True)
-        return False, 0
-    if not checkpoint.exists():
-        return False, 0
-    try:
-        record = read_record(checkpoint)
-    except CheckpointError as e:
-        raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
-    step, meta = int(record.get("step", 0)), record.get("meta") or {}
-    same = all(meta.get(k) == v for k, v in _request(args, config, out, None).metadata().items() if k != "model_config")
-    if not same:
-        raise CliError(f"--out {out} holds another run (prompt {meta.get('prompt')!r}, model {meta.get('model')!r}); choose another --out or pass --overwrite")
-    if step >= config.iterations:
-        return True, step
-    if not args.resume:
-        raise CliError(f"--out {out} holds an unfinished run ({step} of {record['config'].get('iterations')} steps); pass --resume to continue it or --overwrite to start over")
-    return False, step
-
-
 def run(args: argparse.Namespace) -> int:
     from ..runfolder import FolderLock
 
@@ -173,48 +138,31 @@ def run(args: argparse.Namespace) -> int:
     sketch_config = _sketch_config(args) if sketch_path else None
     device = device_from("--device", args.device)
     out = Path(args.out)
-    with FolderLock(out, "latent3d run"):
-        finished, start = _existing_run(out, args, config)
-        if finished:
-            say(f"--out {out} already holds this run, finished at step {start} ({out / CHECKPOINT}); nothing to do")
-            print(out / CHECKPOINT)
-            return 0
-        return _train(args, config, device, out, start, sketch_path, sketch_config)
-
-
-def _train(args, config, device, out: Path, start: int, sketch_path, sketch_config) -> int:
-    from ..loop import NonFiniteRunError
-
     request = _request(args, config, out, sketch_config)
+    with FolderLock(out, "latent3d run"):
+        finished, start = existing_run(out, CHECKPOINT, RUN_FILES, request.metadata(), config.iterations, resume=args.resume, overwrite=args.overwrite)
+        if finished:
+            return say_finished(out, start, out / CHECKPOINT)
+        return _train(args, request, device, start, sketch_path)
+
+
+def _train(args, request: NerfRequest, device, start: int, sketch_path) -> int:
+    config, out = request.config, request.out
     say(f"latent-nerf: {args.prompt!r}, {config.iterations} steps at {config.resolution}² on {device}, output in {out}"
         + (f" (resuming at step {start})" if start else ""))
     sketch = _load_sketch(sketch_path) if sketch_path else None
     components = load_model(args.model, args.model_config, device, say)
     checkpoint = out / CHECKPOINT
     began = time.perf_counter()
-    with stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
-        def on_step(step: int, total: int) -> None:
-            bar.n = step
-            bar.refresh()
-
-        def on_metrics(step: int, values: dict) -> None:
-            bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
-
-        try:
-            result = train_nerf(components, request, device, start=start, sketch=sketch, should_stop=terminated, on_step=on_step, on_metrics=on_metrics)
-        except KeyboardInterrupt:
-            say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
-            return EXIT_INTERRUPTED
-        except NonFiniteRunError as e:
-            raise CliError(str(e)) from e
-        except out_of_memory_types() as e:
-            raise CliError(
-                f"out of memory on {device} at --resolution {config.resolution}: lower --resolution (e.g. 32), use --preset tiny, "
-                f"or a device with more memory; the checkpoint is kept at {checkpoint} ({type(e).__name__})"
-            ) from e
-    if result.status == "interrupted":
-        say(f"stopped by a signal at step {result.step}; checkpoint kept at {checkpoint} (continue with --resume)")
-        return EXIT_TERMINATED
+    result = run_stage(
+        lambda stop, on_step, on_metrics: train_nerf(
+            components, request, device, start=start, sketch=sketch, should_stop=stop, on_step=on_step, on_metrics=on_metrics),
+        desc="latent-nerf", total=config.iterations, start=start, checkpoint=checkpoint,
+        out_of_memory=f"out of memory on {device} at --resolution {config.resolution}: lower --resolution (e.g. 32), use --preset tiny, "
+        "or a device with more memory",
+    )
+    if isinstance(result, int):
+        return result
     written = [checkpoint, out / "metrics.jsonl"] + ([out / "previews"] if config.preview_every else [])
     if args.turntable_frames > 0:
         written.append(write_turntable(result.model, config, components, device, args.turntable_frames, out))
@@ -235,49 +183,22 @@ def train_nerf(components, request: NerfRequest, device, *, start: int = 0, sket
     bars of the sketch-grid build on stderr). Returns the ``NerfResult``;
     KeyboardInterrupt, NonFiniteRunError and out-of-memory errors propagate after the checkpoint is saved.
     """
-    import torch
-
-    from ..guidance.prompts import encode_view_prompts
     from ..nerf.train import fit_latent_nerf
-    from ..runfolder import MetricsLog
 
     config, out = request.config, Path(request.out)
     if sketch is None and request.sketch is not None:
         sketch = _load_sketch(Path(request.sketch).expanduser())
-    with torch.no_grad():
-        embeddings = encode_view_prompts(components.encode_text, request.prompt, request.negative, view_dependent=request.view_prompts)
+    embeddings = view_embeddings(components, request)
     guide = None
     if sketch is not None:
         from ..shape.loss import SketchShapeConfig
 
         guide = _shape_guide(sketch, request.sketch_config or SketchShapeConfig(), device, show_bars=progress)
-    (out / "previews").mkdir(parents=True, exist_ok=True)
-    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics:
-        def step_hook(step: int, total: int, preview) -> None:
-            if preview is not None:
-                from ..images import to_pil
-
-                with torch.no_grad():
-                    image = components.decode_latents(preview[None].to(device))[0]
-                to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
-            if on_step is not None:
-                on_step(step, total)
-
-        def metrics_hook(step: int, values: dict) -> None:
-            metrics.write({"step": step, **values})
-            if on_metrics is not None:
-                on_metrics(step, values)
-
+    with run_folder_hooks(out, start, decoded(components, device), on_step, on_metrics) as (step_hook, metrics_hook):
         return fit_latent_nerf(
             config, components.denoiser, embeddings, device=device, shape_guide=guide, on_step=step_hook, on_metrics=metrics_hook,
             should_stop=should_stop, checkpoint_path=out / CHECKPOINT, resume=start > 0, metadata=request.metadata(),
         )
-
-
-def _bar(total: int, start: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="latent-nerf", unit="step", dynamic_ncols=True)
 
 
 def _load_sketch(path: Path):

@@ -1,30 +1,38 @@
-"""``latent3d paint``: Latent-Paint, a texture for a given mesh from a prompt."""
+"""``latent3d paint``: Latent-Paint, a texture for a given mesh from a prompt; and the ``paint`` kind of
+``latent3d batch`` (``configure_batch_job``, ``run_batch_job``), which runs the same stage function."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from .common import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     CliError,
     Formatter,
     add_model_arguments,
+    add_run_arguments,
     check_readable_file,
+    decoded,
     device_from,
+    existing_run,
+    guidance_from,
     latent_size,
     load_model,
     non_negative_int,
-    out_of_memory_types,
     positive_int,
+    run_folder_hooks,
+    run_stage,
     save_turntable,
     say,
-    stop_on_signals,
+    say_finished,
+    view_embeddings,
 )
+
+if TYPE_CHECKING:
+    from ..paint.train import PaintConfig, PaintResult
 
 CHECKPOINT = "paint.safetensors"
 OUTPUTS = ("mesh.glb", "mesh.obj", "mesh.mtl", "mesh.png")
@@ -62,14 +70,7 @@ def add_parser(sub) -> None:
                    help="learnable latent colours per direction (paper), one learnable colour, or a fixed white")
     p.add_argument("--texture-filter", choices=["bilinear", "nearest", "mipmap"], default=paper.texture_filter, help="texture lookup in training (the official code: nearest)")
     p.add_argument("--guidance-scale", type=float, default=100.0, help="classifier-free guidance scale (paper: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    p.add_argument("--preview-every", type=int, default=100, help="write a preview PNG every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, default=250, help="save a checkpoint every N steps (0: only at the end)")
-    p.add_argument("--turntable-frames", type=int, default=24, help="frames of the final turntable GIF (0: none)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda when available)")
-    p.add_argument("--no-view-prompts", action="store_true", help="one prompt for every view (no ', front/side/back/overhead view')")
+    add_run_arguments(p)
     g = p.add_argument_group("mesh placement (the cameras look at the origin from 1.0-1.5 away)")
     g.add_argument("--mesh-scale", type=float, default=paper.mesh_scale, help="the mesh's farthest vertex sits at this radius")
     g.add_argument("--mesh-rotate", type=float, nargs=3, default=list(paper.rotation_deg), metavar=("X", "Y", "Z"), help="rotation in degrees (x, then y, then z)")
@@ -78,7 +79,6 @@ def add_parser(sub) -> None:
 
 
 def _config(args):
-    from ..guidance.sds import SdsConfig
     from ..paint.train import PaintConfig
 
     base = PaintConfig.tiny() if args.preset == "tiny" else PaintConfig.paper()
@@ -87,10 +87,7 @@ def _config(args):
     non_negative_int("--preview-every", args.preview_every)
     non_negative_int("--checkpoint-every", args.checkpoint_every)
     non_negative_int("--turntable-frames", args.turntable_frames)
-    try:
-        sds = SdsConfig(guidance_scale=args.guidance_scale)
-    except ValueError as e:
-        raise CliError(f"--guidance-scale must be a finite number, got {args.guidance_scale}") from e
+    sds = guidance_from(args)
     changes = dict(
         iterations=iters, resolution=resolution, seed=args.seed, preview_every=args.preview_every, preview_resolution=max(resolution, 64) if args.preset == "paper" else resolution,
         checkpoint_every=args.checkpoint_every, sds=sds, init=args.init, init_color=tuple(args.init_color), background=args.background,
@@ -107,35 +104,30 @@ def _config(args):
         raise CliError(message) from e
 
 
-def _metadata(args) -> dict:
-    return {"command": "paint", "prompt": args.prompt, "negative": args.negative, "model": args.model, "model_config": args.model_config,
-            "view_prompts": not args.no_view_prompts, "mesh": args.mesh}
+@dataclasses.dataclass
+class PaintRequest:
+    """One Latent-Paint run, apart from the model: what ``latent3d paint``'s flags (or a batch job line) ask for.
 
+    ``mesh`` is the mesh file as the user named it (recorded in the checkpoint; the trainer itself refuses to
+    resume on a mesh of other vertices, faces or UVs); ``extra_meta`` adds keys to the checkpoint's metadata
+    (e.g. a batch job's hash) without changing what identifies the run.
+    """
 
-def _existing_run(out: Path, args, config) -> tuple[bool, int]:
-    """(finished, resume_from): what --out holds decides between skipping, resuming and refusing."""
-    from ..checkpoint import CheckpointError, read_record
+    prompt: str
+    negative: str
+    model: str
+    model_config: str | None
+    config: PaintConfig
+    out: Path
+    mesh: str
+    view_prompts: bool = True
+    texture_resolution: int = 1024
+    """Side in pixels of the RGB texture written (a multiple of 8: the VAE decodes 8×)."""
+    extra_meta: dict = dataclasses.field(default_factory=dict)
 
-    checkpoint = out / CHECKPOINT
-    if args.overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "previews", ignore_errors=True)
-        return False, 0
-    if not checkpoint.exists():
-        return False, 0
-    try:
-        record = read_record(checkpoint)
-    except CheckpointError as e:
-        raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
-    step, meta = int(record.get("step", 0)), record.get("meta") or {}
-    if record.get("kind") != "latent_paint" or not all(meta.get(k) == v for k, v in _metadata(args).items() if k != "model_config"):
-        raise CliError(f"--out {out} holds another run (prompt {meta.get('prompt')!r}, mesh {meta.get('mesh')!r}); choose another --out or pass --overwrite")
-    if step >= config.iterations:
-        return True, step
-    if not args.resume:
-        raise CliError(f"--out {out} holds an unfinished run ({step} of {record['config'].get('iterations')} steps); pass --resume to continue it or --overwrite to start over")
-    return False, step
+    def metadata(self) -> dict:
+        return {"command": "paint", "prompt": self.prompt, "negative": self.negative, "model": self.model, "model_config": self.model_config,
+                "view_prompts": self.view_prompts, "mesh": self.mesh, **self.extra_meta}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,13 +142,15 @@ def run(args: argparse.Namespace) -> int:
     mesh_path = check_readable_file("--mesh", args.mesh)
     device = device_from("--device", args.device)
     out = Path(args.out)
+    request = PaintRequest(args.prompt, args.negative, args.model, args.model_config, config, out, args.mesh, not args.no_view_prompts, args.texture_resolution)
     with FolderLock(out, "latent3d run"):
-        finished, start = _existing_run(out, args, config)
+        finished, start = existing_run(out, CHECKPOINT, RUN_FILES, request.metadata(), config.iterations, resume=args.resume,
+                                       overwrite=args.overwrite, shown=("prompt", "mesh"), kind="latent_paint")
         if finished and all((out / name).exists() for name in OUTPUTS):
-            say(f"--out {out} already holds this run, finished at step {start} ({out / 'mesh.glb'}); nothing to do")
-            print(out / "mesh.glb")
-            return 0
-        mesh = _load_mesh(mesh_path, out, config)
+            return say_finished(out, start, out / "mesh.glb")
+        mesh = read_mesh(mesh_path, out)
+        if config.init == "texture" and mesh.texture is None:
+            raise CliError(f"--init texture needs a mesh with a base-colour texture; {mesh_path} has none (use --init color)")
         components = load_model(args.model, args.model_config, device, say)
         if finished:
             from ..paint.train import load_painted
@@ -164,94 +158,135 @@ def run(args: argparse.Namespace) -> int:
             say(f"the run finished at step {start}; writing its outputs again")
             result = load_painted(out / CHECKPOINT)
         else:
-            result = _train(args, config, device, out, start, mesh, components)
+            result = _train(request, device, start, mesh, components)
             if isinstance(result, int):
                 return result
-        written = _write_outputs(result, components, args, out)
+        written = write_paint_outputs(result, components, args.texture_resolution, args.turntable_frames, out)
+        say("wrote " + ", ".join(str(p) for p in [out / CHECKPOINT, out / "metrics.jsonl", *written]))
     print(written[0])
     return 0
 
 
-def _load_mesh(path: Path, out: Path, config):
+def read_mesh(path: Path, out: Path, report: Callable[[str], None] = say):
+    """The PaintMesh of the file at ``path`` (its UVs, else an xatlas unwrap cached in ``out/uv_cache``)."""
     from ..paint.mesh import PaintMeshConfig, load_paint_mesh
 
-    say(f"reading mesh {path} ...")
+    report(f"reading mesh {path} ...")
     mesh = load_paint_mesh(path, PaintMeshConfig(cache_dir=str(out / "uv_cache")))
-    say(f"mesh: {mesh.num_faces} faces, UVs from {mesh.uv_origin}, {'a' if mesh.texture is not None else 'no'} texture")
-    if config.init == "texture" and mesh.texture is None:
-        raise CliError(f"--init texture needs a mesh with a base-colour texture; {path} has none (use --init color)")
+    report(f"mesh: {mesh.num_faces} faces, UVs from {mesh.uv_origin}, {'a' if mesh.texture is not None else 'no'} texture")
     return mesh
 
 
-def _train(args, config, device, out: Path, start: int, mesh, components):
-    """The optimization with a progress bar, previews and metrics; its result, or an exit code."""
-    import torch
-
-    from ..guidance.prompts import encode_view_prompts
-    from ..loop import NonFiniteRunError
-    from ..paint.train import paint_mesh
-    from ..runfolder import MetricsLog
-
-    say(f"latent-paint: {args.prompt!r} on {mesh.source}, {config.iterations} steps at {config.resolution}², texture {config.texture_size}², "
+def _train(request: PaintRequest, device, start: int, mesh, components):
+    """The optimization under a progress bar; its result, or an exit code."""
+    config, out = request.config, request.out
+    say(f"latent-paint: {request.prompt!r} on {mesh.source}, {config.iterations} steps at {config.resolution}², texture {config.texture_size}², "
         f"on {device}, output in {out}" + (f" (resuming at step {start})" if start else ""))
-    with torch.no_grad():
-        embeddings = encode_view_prompts(components.encode_text, args.prompt, args.negative, view_dependent=not args.no_view_prompts)
-    checkpoint = out / CHECKPOINT
-    (out / "previews").mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics, stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
-        def on_step(step: int, total: int, preview) -> None:
-            bar.n = step
-            bar.refresh()
-            if preview is not None:
-                from ..images import to_pil
-
-                with torch.no_grad():
-                    image = components.decode_latents(preview[None].to(device))[0]
-                to_pil(image).save(out / "previews" / f"step_{step:05d}.png")
-
-        def on_metrics(step: int, values: dict) -> None:
-            bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
-            metrics.write({"step": step, **values})
-
-        try:
-            result = paint_mesh(
-                config, mesh, components.denoiser, embeddings, device=device, encode=components.encode_images, on_step=on_step,
-                on_metrics=on_metrics, should_stop=terminated, checkpoint_path=checkpoint, resume=start > 0, metadata=_metadata(args),
-            )
-        except KeyboardInterrupt:
-            say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
-            return EXIT_INTERRUPTED
-        except NonFiniteRunError as e:
-            raise CliError(str(e)) from e
-        except out_of_memory_types() as e:
-            raise CliError(
-                f"out of memory on {device} at --resolution {config.resolution}: lower --resolution or --texture-size, use --preset tiny, "
-                f"or a device with more memory; the checkpoint is kept at {checkpoint} ({type(e).__name__})"
-            ) from e
-    if result.status == "interrupted":
-        say(f"stopped by a signal at step {result.step}; checkpoint kept at {checkpoint} (continue with --resume)")
-        return EXIT_TERMINATED
-    say(f"{result.status}: {result.step} steps ({result.skipped_steps} skipped) in {time.perf_counter() - began:.0f} s")
+    result = run_stage(
+        lambda stop, on_step, on_metrics: train_paint(
+            components, request, device, mesh, start=start, should_stop=stop, on_step=on_step, on_metrics=on_metrics),
+        desc="latent-paint", total=config.iterations, start=start, checkpoint=out / CHECKPOINT,
+        out_of_memory=f"out of memory on {device} at --resolution {config.resolution}: lower --resolution or --texture-size, use --preset tiny, "
+        "or a device with more memory",
+    )
+    if not isinstance(result, int):
+        say(f"{result.status}: {result.step} steps ({result.skipped_steps} skipped) in {time.perf_counter() - began:.0f} s")
     return result
 
 
-def _write_outputs(result, components, args, out: Path) -> list[Path]:
-    """mesh.glb, mesh.obj/.mtl/.png and turntable.gif; the written paths (the GLB first)."""
+def train_paint(components, request: PaintRequest, device, mesh, *, start: int = 0, should_stop=None, on_step=None, on_metrics=None) -> PaintResult:
+    """Paint ``mesh`` (a PaintMesh, e.g. from :func:`read_mesh`) for ``request`` with already-loaded
+    ``components`` (``SdComponents``) into ``request.out``: the stage entry point ``latent3d paint`` and batch
+    workers share.
+
+    Writes ``paint.safetensors`` (every ``config.checkpoint_every`` steps and at the end), ``metrics.jsonl``
+    and ``previews/step_NNNNN.png``; ``start`` > 0 resumes from the checkpoint there (steps after it are
+    dropped from the metrics log). ``on_step(step, total)`` and ``on_metrics(step, values)`` follow progress.
+    Returns the ``PaintResult``; KeyboardInterrupt, NonFiniteRunError and out-of-memory errors propagate after
+    the checkpoint is saved.
+    """
+    from ..paint.train import paint_mesh
+
+    config, out = request.config, Path(request.out)
+    embeddings = view_embeddings(components, request)
+    with run_folder_hooks(out, start, decoded(components, device), on_step, on_metrics) as (step_hook, metrics_hook):
+        return paint_mesh(
+            config, mesh, components.denoiser, embeddings, device=device, encode=components.encode_images, on_step=step_hook,
+            on_metrics=metrics_hook, should_stop=should_stop, checkpoint_path=out / CHECKPOINT, resume=start > 0, metadata=request.metadata(),
+        )
+
+
+def write_paint_outputs(result: PaintResult, components, texture_resolution: int, frames: int, out: Path, report: Callable[[str], None] = say) -> list[Path]:
+    """mesh.glb, mesh.obj/.mtl/.png (the texture decoded at ``texture_resolution``²) and, when ``frames`` > 0,
+    turntable.gif: the written paths, the GLB first and the turntable last."""
     from ..paint.output import paint_output, turntable_images, write_painted
 
-    say(f"decoding the texture at {args.texture_resolution}² ...")
-    textured = paint_output(result, components.decode_latents, args.texture_resolution)
+    report(f"decoding the texture at {texture_resolution}² ...")
+    textured = paint_output(result, components.decode_latents, texture_resolution)
     written = write_painted(textured, out)
-    if args.turntable_frames > 0:
-        frames = turntable_images(result, textured.texture, args.turntable_frames, device=components.device)
-        save_turntable(frames, out / "turntable.gif")
+    if frames > 0:
+        images = turntable_images(result, textured.texture, frames, device=components.device)
+        save_turntable(images, out / "turntable.gif")
         written.append(out / "turntable.gif")
-    say("wrote " + ", ".join(str(p) for p in [out / CHECKPOINT, out / "metrics.jsonl", *written]))
     return written
 
 
-def _bar(total: int, start: int):
-    from tqdm import tqdm
+# -- the "paint" kind of `latent3d batch` -------------------------------------------------------------------
+@dataclasses.dataclass
+class PaintExportConfig:
+    """What a ``paint`` job writes besides its checkpoint (its ``export.*`` overrides)."""
 
-    return tqdm(total=total, initial=start, desc="latent-paint", unit="step", dynamic_ncols=True)
+    texture_size: int = 1024
+    """Side in pixels of the RGB texture written (mesh.png, the GLB's baseColorTexture), as ``latent3d paint
+    --texture-resolution``: a multiple of 8 in [64, 4096]. Default: the batch's ``--texture-size``."""
+
+    def __post_init__(self) -> None:
+        from ..paint.output import check_texture_resolution
+
+        check_texture_resolution(self.texture_size, with_vae=True, name="export.texture_size")
+
+
+def configure_batch_job(job, settings) -> dict[str, Any]:
+    """{"paint": PaintConfig, "export": PaintExportConfig} for a ``paint`` job line: the batch's preset, the
+    job's seed and iterations, the batch's preview/checkpoint cadence and ``--texture-size``, then the job's
+    overrides (PaintConfig fields; ``export.texture_size``). ValueError names the key and the rule."""
+    from ..batch.run import job_configs, latent_resolution
+    from ..paint.train import PaintConfig
+
+    if job.format == "ply":
+        raise ValueError("format 'ply' cannot hold a texture: a paint job writes mesh.glb and mesh.obj (+ .mtl, .png); leave format out")
+    try:
+        export = PaintExportConfig(settings.texture_size)
+    except ValueError as e:
+        raise ValueError(f"{e} (the batch's --texture-size; a paint job's export.texture_size override can set its own)") from e
+    configs = job_configs(job, settings, "paint", PaintConfig, {"export": export})
+    configs["paint"] = latent_resolution(configs["paint"], job, settings)
+    return configs
+
+
+def run_batch_job(job, settings, components, job_dir: Path, device, hooks) -> dict[str, Any]:
+    """Paint (or resume painting) the job's ``mesh`` with :func:`train_paint` into ``job_dir`` and write what
+    ``latent3d paint --out`` writes (:func:`write_paint_outputs`); returns the outputs (paths relative to the
+    batch folder, ``job_dir``'s parent)."""
+    from ..batch.run import JobInterrupted, batch_path, job_hash, quiet, read_input, resumable_step, step_hook
+    from ..paint.train import load_painted
+
+    configs = configure_batch_job(job, settings)
+    config, export = configs["paint"], configs["export"]
+    request = PaintRequest(job.prompt, job.negative, settings.model, settings.model_config, config, job_dir, job.mesh, settings.view_prompts,
+                           export.texture_size, {"batch_job": job_hash(job, settings)})
+    checkpoint = job_dir / CHECKPOINT
+    start = hooks.resumed_from = resumable_step(checkpoint, request)
+    if start < config.iterations:
+        mesh = read_input(job, "mesh", lambda path: read_mesh(path, job_dir, quiet(hooks)))
+        if config.init == "texture" and mesh.texture is None:
+            raise ValueError(f"override 'init' = 'texture' needs a mesh with a base-colour texture; mesh {job.mesh} has none")
+        result = train_paint(components, request, device, mesh, start=start, should_stop=hooks.should_stop, on_step=step_hook(job_dir, hooks))
+        if result.status == "interrupted":
+            raise JobInterrupted(result.step)
+    else:
+        result = load_painted(checkpoint)
+    written = write_paint_outputs(result, components, export.texture_size, settings.turntable_frames, job_dir, quiet(hooks))
+    turntable = job_dir / "turntable.gif" if settings.turntable_frames > 0 else None
+    return {"checkpoint": batch_path(checkpoint), "turntable": batch_path(turntable), "mesh": [batch_path(p) for p in written if p != turntable]}

@@ -1,28 +1,36 @@
-"""``latent3d refine``: Latent → RGB refinement of a trained Latent-NeRF run (RGB colours, optional shading)."""
+"""``latent3d refine``: Latent → RGB refinement of a trained Latent-NeRF run (RGB colours, optional shading);
+and the ``refine`` kind of ``latent3d batch`` (``configure_batch_job``, ``run_batch_job``), which runs the same
+stage function and then exports the refined field."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     CliError,
     Formatter,
     add_model_arguments,
+    add_run_arguments,
     device_from,
+    existing_run,
+    guidance_from,
     load_model,
     non_negative_int,
-    out_of_memory_types,
     positive_int,
+    run_folder_hooks,
+    run_stage,
     save_turntable,
     say,
-    stop_on_signals,
+    say_finished,
+    view_embeddings,
 )
+
+if TYPE_CHECKING:
+    from ..refine.train import RefineConfig, RefineResult
 
 CHECKPOINT = "refined.safetensors"
 RUN_FILES = (CHECKPOINT, "refined.json", "metrics.jsonl", "turntable.gif")
@@ -55,14 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lr-mlp", type=float, default=1e-3, help="Adam learning rate of the field and background MLPs")
     p.add_argument("--lr-color", type=float, default=1e-3, help="Adam learning rate of the 4->3 colour head")
     p.add_argument("--vae-checkpointing", action="store_true", help="recompute the VAE encoder's activations in the backward pass (less memory, slower)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    p.add_argument("--preview-every", type=int, default=100, help="write an RGB preview PNG every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, default=250, help="save a checkpoint every N steps (0: only at the end)")
-    p.add_argument("--turntable-frames", type=int, default=24, help="frames of the final RGB turntable GIF (0: none)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda when available)")
-    p.add_argument("--no-view-prompts", action="store_true", help="one prompt for every view (default: as the source run)")
+    add_run_arguments(p, preview="an RGB preview PNG", turntable="the final RGB turntable GIF",
+                      view_prompts="one prompt for every view (default: as the source run)")
     p.set_defaults(run=run)
 
 
@@ -74,16 +76,12 @@ _FLAGS = {
 
 
 def _config(args):
-    from ..guidance.sds import SdsConfig
     from ..refine.train import RefineConfig
 
     base = RefineConfig.tiny() if args.preset == "tiny" else RefineConfig.paper()
     positive_int("--iters", args.iters if args.iters is not None else base.iterations)
     non_negative_int("--turntable-frames", args.turntable_frames)
-    try:
-        sds = SdsConfig(guidance_scale=args.guidance_scale)
-    except ValueError as e:
-        raise CliError(f"--guidance-scale must be a finite number, got {args.guidance_scale}") from e
+    sds = guidance_from(args)
     changes = {
         "iterations": args.iters, "render_resolution": args.render_resolution, "encode_resolution": args.encode_resolution,
         "shading_start": args.shading_start, "ambient_ratio": args.ambient_ratio, "freeze_geometry": args.freeze_geometry,
@@ -99,26 +97,28 @@ def _config(args):
         raise CliError(message) from e
 
 
-def _source(args, out: Path) -> tuple[Path, dict]:
-    """(the Latent-NeRF checkpoint RUN_OR_CKPT names, its record), checked before any model loads."""
+def find_source(given: str | Path, out: Path, label: str = "RUN_OR_CKPT", out_label: str = "--out") -> tuple[Path, dict]:
+    """(the Latent-NeRF checkpoint ``given`` names: a run folder holding nerf.safetensors or the file itself,
+    resolved; its record), checked before any model loads. CliError, naming ``label``, for anything else
+    (a refined or other checkpoint, an unreadable file) and for an ``out`` that holds the source run."""
     from ..checkpoint import CheckpointError, read_record
 
-    given = Path(args.source).expanduser()
-    path = given / SOURCE_CHECKPOINT if given.is_dir() else given
+    folder = Path(given).expanduser()
+    path = folder / SOURCE_CHECKPOINT if folder.is_dir() else folder
     if not path.is_file():
-        where = f"the folder has no {SOURCE_CHECKPOINT}" if given.is_dir() else "no such file"
-        raise CliError(f"RUN_OR_CKPT {args.source}: {where} (give a 'latent3d nerf' run folder or its {SOURCE_CHECKPOINT})")
+        where = f"the folder has no {SOURCE_CHECKPOINT}" if folder.is_dir() else "no such file"
+        raise CliError(f"{label} {given}: {where} (give a 'latent3d nerf' run folder or its {SOURCE_CHECKPOINT})")
     try:
         record = read_record(path)
     except CheckpointError as e:
-        raise CliError(f"RUN_OR_CKPT {args.source}: {e}") from e
+        raise CliError(f"{label} {given}: {e}") from e
     kind = record.get("kind")
     if kind == "rgb_nerf":
-        raise CliError(f"RUN_OR_CKPT {path} is already a refined RGB checkpoint; refine the Latent-NeRF run it came from ({SOURCE_CHECKPOINT})")
+        raise CliError(f"{label} {path} is already a refined RGB checkpoint; refine the Latent-NeRF run it came from ({SOURCE_CHECKPOINT})")
     if kind != "latent_nerf":
-        raise CliError(f"RUN_OR_CKPT {path} is a {kind!r} checkpoint; refinement needs a Latent-NeRF one ({SOURCE_CHECKPOINT} from 'latent3d nerf')")
+        raise CliError(f"{label} {path} is a {kind!r} checkpoint; refinement needs a Latent-NeRF one ({SOURCE_CHECKPOINT} from 'latent3d nerf')")
     if out.resolve() == path.parent.resolve() or (out / SOURCE_CHECKPOINT).exists():
-        raise CliError(f"--out {out} holds a Latent-NeRF run; write the refinement to another folder (e.g. {path.parent / 'refined'})")
+        raise CliError(f"{out_label} {out} holds a Latent-NeRF run; write the refinement to another folder (e.g. {path.parent / 'refined'})")
     return path.resolve(), record
 
 
@@ -139,34 +139,27 @@ def _settings(args, record: dict) -> dict:
     return settings
 
 
-def _metadata(source: Path, settings: dict) -> dict:
-    return {"command": "refine", "source": str(source), **settings}
+@dataclasses.dataclass
+class RefineRequest:
+    """One refinement, apart from the model: what ``latent3d refine``'s flags (or a batch job line) ask for.
 
+    ``source`` is the resolved Latent-NeRF checkpoint (:func:`find_source`); ``extra_meta`` adds keys to the
+    checkpoint's metadata (e.g. a batch job's hash) without changing what identifies the run.
+    """
 
-def _existing_run(out: Path, args, config, metadata: dict) -> tuple[bool, int]:
-    """(finished, resume_from): what --out holds decides between skipping, resuming and refusing."""
-    from ..checkpoint import CheckpointError, read_record
+    source: Path
+    prompt: str
+    negative: str
+    model: str
+    model_config: str | None
+    view_prompts: bool
+    config: RefineConfig
+    out: Path
+    extra_meta: dict = dataclasses.field(default_factory=dict)
 
-    checkpoint = out / CHECKPOINT
-    if args.overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "previews", ignore_errors=True)
-        return False, 0
-    if not checkpoint.exists():
-        return False, 0
-    try:
-        record = read_record(checkpoint)
-    except CheckpointError as e:
-        raise CliError(f"{e}. Pass --overwrite to start over in --out {out}, or choose another --out") from e
-    step, meta = int(record.get("step", 0)), record.get("meta") or {}
-    if not all(meta.get(k) == v for k, v in metadata.items() if k != "model_config"):
-        raise CliError(f"--out {out} holds another run (source {meta.get('source')!r}, prompt {meta.get('prompt')!r}); choose another --out or pass --overwrite")
-    if step >= config.iterations:
-        return True, step
-    if not args.resume:
-        raise CliError(f"--out {out} holds an unfinished run ({step} of {record['config'].get('iterations')} steps); pass --resume to continue it or --overwrite to start over")
-    return False, step
+    def metadata(self) -> dict:
+        return {"command": "refine", "source": str(self.source), "prompt": self.prompt, "negative": self.negative, "model": self.model,
+                "model_config": self.model_config, "view_prompts": self.view_prompts, **self.extra_meta}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,85 +168,115 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     device = device_from("--device", args.device)
     out = Path(args.out)
-    source, record = _source(args, out)
-    settings = _settings(args, record)
-    metadata = _metadata(source, settings)
+    source, record = find_source(args.source, out)
+    request = RefineRequest(source, config=config, out=out, **_settings(args, record))
     with FolderLock(out, "latent3d run"):
-        finished, start = _existing_run(out, args, config, metadata)
+        finished, start = existing_run(out, CHECKPOINT, RUN_FILES, request.metadata(), config.iterations, resume=args.resume,
+                                       overwrite=args.overwrite, shown=("source", "prompt"))
         if finished:
-            say(f"--out {out} already holds this run, finished at step {start} ({out / CHECKPOINT}); nothing to do")
-            print(out / CHECKPOINT)
-            return 0
-        return _train(config, device, out, start, source, settings, metadata, args.turntable_frames)
+            return say_finished(out, start, out / CHECKPOINT)
+        return _train(request, device, start, args.turntable_frames)
 
 
-def _train(config, device, out: Path, start: int, source: Path, settings: dict, metadata: dict, frames: int) -> int:
-    import torch
-
-    from ..guidance.prompts import encode_view_prompts
-    from ..images import to_pil
-    from ..loop import NonFiniteRunError
+def _train(request: RefineRequest, device, start: int, frames: int) -> int:
     from ..nerf.train import load_latent_nerf
-    from ..refine.encoder import components_encoder
-    from ..refine.train import refine_rgb
-    from ..runfolder import MetricsLog
 
-    say(f"refine: {settings['prompt']!r} from {source}, {config.iterations} steps, {config.render_resolution}² renders encoded at "
+    config, out = request.config, request.out
+    say(f"refine: {request.prompt!r} from {request.source}, {config.iterations} steps, {config.render_resolution}² renders encoded at "
         f"{config.encode_resolution}² on {device}, output in {out}" + (f" (resuming at step {start})" if start else ""))
-    field, _, _ = load_latent_nerf(source, device)
-    components = load_model(settings["model"], settings["model_config"], device, say)
-    with torch.no_grad():
-        embeddings = encode_view_prompts(components.encode_text, settings["prompt"], settings["negative"], view_dependent=settings["view_prompts"])
+    field, _, _ = load_latent_nerf(request.source, device)
+    components = load_model(request.model, request.model_config, device, say)
     checkpoint = out / CHECKPOINT
-    (out / "previews").mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    with MetricsLog(out / "metrics.jsonl", keep_until=start) as metrics, stop_on_signals() as terminated, _bar(config.iterations, start) as bar:
-        def on_step(step: int, total: int, preview) -> None:
-            bar.n = step
-            bar.refresh()
-            if preview is not None:
-                to_pil(preview).save(out / "previews" / f"step_{step:05d}.png")
-
-        def on_metrics(step: int, values: dict) -> None:
-            bar.set_postfix(loss=f"{values['loss']:.3g}", t=int(values["timestep"]))
-            metrics.write({"step": step, **values})
-
-        try:
-            result = refine_rgb(
-                config, field, components.denoiser, components_encoder(components), embeddings, device=device, on_step=on_step,
-                on_metrics=on_metrics, should_stop=terminated, checkpoint_path=checkpoint, resume=start > 0, metadata=metadata,
-            )
-        except KeyboardInterrupt:
-            say(f"\ninterrupted; checkpoint kept at {checkpoint} (continue with --resume)")
-            return EXIT_INTERRUPTED
-        except NonFiniteRunError as e:
-            raise CliError(str(e)) from e
-        except out_of_memory_types() as e:
-            raise CliError(
-                f"out of memory on {device} encoding {config.encode_resolution}² images: pass --vae-checkpointing, lower "
-                f"--encode-resolution (e.g. 256) or use a device with more memory; the checkpoint is kept at {checkpoint} ({type(e).__name__})"
-            ) from e
-    if result.status == "interrupted":
-        say(f"stopped by a signal at step {result.step}; checkpoint kept at {checkpoint} (continue with --resume)")
-        return EXIT_TERMINATED
+    result = run_stage(
+        lambda stop, on_step, on_metrics: train_refine(
+            components, request, device, field, start=start, should_stop=stop, on_step=on_step, on_metrics=on_metrics),
+        desc="refine", total=config.iterations, start=start, checkpoint=checkpoint,
+        out_of_memory=f"out of memory on {device} encoding {config.encode_resolution}² images: pass --vae-checkpointing, lower "
+        "--encode-resolution (e.g. 256) or use a device with more memory",
+    )
+    if isinstance(result, int):
+        return result
     written = [checkpoint, out / "metrics.jsonl"] + ([out / "previews"] if config.preview_every else [])
     if frames > 0:
-        written.append(_turntable(result.model, config, frames, out))
+        written.append(write_turntable(result.model, config, frames, out))
     say(f"{result.status}: {result.step} steps ({result.skipped_steps} skipped) in {time.perf_counter() - began:.0f} s; wrote "
         + ", ".join(str(p) for p in written))
     print(checkpoint)
     return 0
 
 
-def _bar(total: int, start: int):
-    from tqdm import tqdm
+def train_refine(components, request: RefineRequest, device, field=None, *, start: int = 0, should_stop=None, on_step=None, on_metrics=None) -> RefineResult:
+    """Refine ``request.source`` (``field``: its LatentNeRF when already loaded) with already-loaded
+    ``components`` (``SdComponents``: the denoiser, and the VAE encoder the RGB renders go through) into
+    ``request.out``: the stage entry point ``latent3d refine`` and batch workers share.
 
-    return tqdm(total=total, initial=start, desc="refine", unit="step", dynamic_ncols=True)
+    Writes ``refined.safetensors`` (every ``config.checkpoint_every`` steps and at the end), ``metrics.jsonl``
+    and RGB ``previews/step_NNNNN.png``; ``start`` > 0 resumes from the checkpoint there. ``on_step(step,
+    total)`` and ``on_metrics(step, values)`` follow progress. Returns the ``RefineResult``;
+    KeyboardInterrupt, NonFiniteRunError and out-of-memory errors propagate after the checkpoint is saved.
+    """
+    from ..nerf.train import load_latent_nerf
+    from ..refine.encoder import components_encoder
+    from ..refine.train import refine_rgb
+
+    config, out = request.config, Path(request.out)
+    if field is None:
+        field, _, _ = load_latent_nerf(request.source, device)
+    embeddings = view_embeddings(components, request)
+    with run_folder_hooks(out, start, lambda preview: preview, on_step, on_metrics) as (step_hook, metrics_hook):  # RGB previews: no decode
+        return refine_rgb(
+            config, field, components.denoiser, components_encoder(components), embeddings, device=device, on_step=step_hook,
+            on_metrics=metrics_hook, should_stop=should_stop, checkpoint_path=out / CHECKPOINT, resume=start > 0, metadata=request.metadata(),
+        )
 
 
-def _turntable(model, config, frames: int, out: Path) -> Path:
+def write_turntable(model, config, frames: int, out: Path) -> Path:
+    """``out/turntable.gif``: ``frames`` RGB renders of the refined ``model`` around the evaluation orbit (no decode)."""
     from ..refine.train import turntable_rgb
 
     path = out / "turntable.gif"
     save_turntable(turntable_rgb(model, config, frames, config.preview_resolution), path)
     return path
+
+
+# -- the "refine" kind of `latent3d batch` ------------------------------------------------------------------
+def configure_batch_job(job, settings) -> dict[str, Any]:
+    """{"refine": RefineConfig, "export": ExportConfig} for a ``refine`` job line: the batch's preset, the job's
+    seed and iterations, the batch's preview/checkpoint cadence and export size, then the job's overrides
+    (RefineConfig fields; ``export.*`` for the refined mesh). ValueError names the key and the rule."""
+    from ..batch.run import job_configs
+    from ..export import ExportConfig
+    from ..refine.train import RefineConfig
+
+    export = ExportConfig(resolution=settings.export_resolution, texture_size=settings.texture_size)
+    return job_configs(job, settings, "refine", RefineConfig, {"export": export})
+
+
+def run_batch_job(job, settings, components, job_dir: Path, device, hooks) -> dict[str, Any]:
+    """Refine (or resume refining) the Latent-NeRF run the job's ``source`` names with :func:`train_refine`
+    into ``job_dir``, write its RGB turntable and export the refined mesh as ``mesh.<format>`` (its RGB
+    colours as they are, no VAE decode); returns the outputs (paths relative to the batch folder)."""
+    from ..batch.run import JobInterrupted, batch_path, input_file, job_hash, resumable_step, step_hook
+    from ..export import export_checkpoint
+    from ..refine.train import load_refined
+
+    configs = configure_batch_job(job, settings)
+    config = configs["refine"]
+    source, _ = find_source(input_file(job, "source"), job_dir, label="source", out_label="the job folder")
+    request = RefineRequest(source, job.prompt, job.negative, settings.model, settings.model_config, settings.view_prompts, config, job_dir,
+                            {"batch_job": job_hash(job, settings)})
+    checkpoint = job_dir / CHECKPOINT
+    start = hooks.resumed_from = resumable_step(checkpoint, request)
+    model = None
+    if start < config.iterations:
+        result = train_refine(components, request, device, start=start, should_stop=hooks.should_stop, on_step=step_hook(job_dir, hooks))
+        if result.status == "interrupted":
+            raise JobInterrupted(result.step)
+        model = result.model
+    turntable = None
+    if settings.turntable_frames > 0:
+        model = model if model is not None else load_refined(checkpoint, device)[0]
+        turntable = write_turntable(model, config, settings.turntable_frames, job_dir)
+    written = export_checkpoint(checkpoint, job_dir, format=job.format, config=configs["export"], name="mesh", device=device)
+    return {"checkpoint": batch_path(checkpoint), "turntable": batch_path(turntable), "mesh": [batch_path(p) for p in written]}
