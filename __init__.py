@@ -8,7 +8,7 @@ Define no ``NODE_CLASS_MAPPINGS`` here: ComfyUI would then take the V1 route and
 WEB_DIRECTORY = "./web"
 
 try:
-    from comfy_api.latest import ComfyExtension, io
+    from .nodes.api import ComfyExtension, io  # the versioned comfy_api (v0_0_2) where the host has it
 except ImportError:  # not running inside ComfyUI
     ComfyExtension = None
 

@@ -76,6 +76,21 @@ else:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def folder_in_use(folder: str | os.PathLike) -> bool:
+    """True when a live process (this one included) holds ``folder``'s lock. Tests the lock without keeping
+    it and without writing (the folder's modification times stay as they are)."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            _lock(handle)
+        except OSError:
+            return True
+        _unlock(handle)
+    return False
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with NaN and ±inf floats replaced by None (JSON has no NaN), recursively."""
     if isinstance(value, float):

@@ -7,6 +7,7 @@ def node_classes() -> list[type]:
     from .nerf_nodes import LatentNeRFTrain
     from .paint_nodes import LatentPaint
     from .refine_nodes import LatentToRGBRefine
+    from .runs_nodes import ClearRuns
     from .sketch_nodes import LoadSketchMesh, SketchPrimitive, SketchShapeLoss
 
-    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, LatentToRGBRefine, ExportMesh, LatentPaint]
+    return [LoadSketchMesh, SketchPrimitive, SketchShapeLoss, LatentNeRFTrain, LatentToRGBRefine, ExportMesh, LatentPaint, ClearRuns]

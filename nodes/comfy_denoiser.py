@@ -139,7 +139,8 @@ class ComfyDenoiser:
         """z_t [B, 4, h, w] (model space), t [B] int64, embeddings [B, L, C] -> ε [B, 4, h, w] float32 on z_t's device.
 
         Runs under ``torch.no_grad()`` (SDS needs no UNet gradient), outside inference mode, so ε is an
-        ordinary tensor a training loop can use. ``cameras`` is ignored.
+        ordinary tensor a training loop can use. ``cameras`` is ignored. An interrupt requested during the
+        call raises ``InterruptProcessingException`` within one UNet block (:func:`with_interrupt_points`).
         """
         self._check_inputs(z_t, t, embeddings)
         self.load(z_t.shape)
@@ -147,11 +148,34 @@ class ComfyDenoiser:
         with torch.no_grad():
             sigma = self.model_sampling.sigma(t.to(device)).to(device, torch.float32)  # [B]
             x = z_t.detach().to(device, torch.float32) * (1.0 + sigma**2).sqrt().view(-1, 1, 1, 1)
-            options = dict(self.model.model_options.get("transformer_options", {}))
+            options = with_interrupt_points(self.model.model_options.get("transformer_options", {}))
             options["sigmas"] = sigma
             denoised = self.model.model.apply_model(x, sigma, c_crossattn=embeddings.to(device), transformer_options=options)
             eps = (x - denoised.float()) / sigma.view(-1, 1, 1, 1)
         return eps.to(z_t.device)
+
+
+def _interrupt_after_input_block(h: torch.Tensor, transformer_options: dict) -> torch.Tensor:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return h
+
+
+def _interrupt_before_output_block(h: torch.Tensor, skip: torch.Tensor, transformer_options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return h, skip
+
+
+def with_interrupt_points(transformer_options: dict) -> dict:
+    """A copy of ``transformer_options`` whose UNet block patches check ComfyUI's interrupt flag after every
+    input block and before every output block (25 points per call for SD1.x/2.x), so an interrupt stops a
+    call within one block instead of after the whole call (minutes at large latents on a CPU). The model's
+    own patch lists are copied, never changed."""
+    options = dict(transformer_options)
+    patches = {name: list(items) for name, items in options.get("patches", {}).items()}
+    patches.setdefault("input_block_patch", []).append(_interrupt_after_input_block)
+    patches.setdefault("output_block_patch", []).append(_interrupt_before_output_block)
+    options["patches"] = patches
+    return options
 
 
 def encode_with_clip(clip: Any, texts: list[str]) -> torch.Tensor:

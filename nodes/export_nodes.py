@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api import io
 
 from ..latent3d.export import export_mesh
 from . import host
@@ -16,6 +16,12 @@ class ExportMesh(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return build_schema(EXPORT_MESH)
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix: str | None = None) -> bool | str:
+        """Checked before the graph runs, not after an upstream training (one named input: ComfyUI repeats a
+        failure once per input named here)."""
+        return host.check_prefix(filename_prefix)
 
     @classmethod
     def execute(cls, nerf: TrainedNerf, format: str, filename_prefix: str, vae=None, **widgets) -> io.NodeOutput:

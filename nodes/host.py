@@ -6,15 +6,13 @@ run keys) import and test without ComfyUI.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import io
 import json
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 
@@ -53,14 +51,30 @@ def resolve_inside(root: str | Path, value: str, argument: str) -> Path:
     return path
 
 
+def mesh_choices(base: str | Path) -> list[str]:
+    """Mesh files under ``base``/3d (as Load3D lists them), relative to ``base``, that :func:`input_path`
+    accepts: a symlink that points outside ``base`` is left out rather than listed and then refused."""
+    base = Path(base)
+    choices = []
+    for path in (base / "3d").rglob("*"):
+        if path.suffix.lower() not in MESH_EXTENSIONS:
+            continue
+        relative = path.relative_to(base).as_posix()
+        try:
+            if resolve_inside(base, relative, "mesh_file").is_file():
+                choices.append(relative)
+        except (ValueError, OSError):
+            continue
+    return sorted(choices)
+
+
 def input_meshes() -> list[str]:
-    """Mesh files under ComfyUI's input/3d (as Load3D lists them), relative to input/."""
+    """The mesh_file choices of ComfyUI's input folder (creates input/3d, where Load3D uploads to)."""
     import folder_paths
 
     base = Path(folder_paths.get_input_directory())
-    folder = base / "3d"
-    folder.mkdir(parents=True, exist_ok=True)
-    return sorted(p.relative_to(base).as_posix() for p in folder.rglob("*") if p.suffix.lower() in MESH_EXTENSIONS)
+    (base / "3d").mkdir(parents=True, exist_ok=True)
+    return mesh_choices(base)
 
 
 def input_path(value: str, argument: str = "mesh_file") -> Path:
@@ -81,6 +95,18 @@ def output_path(value: str, argument: str) -> tuple[Path, str]:
     return path, path.relative_to(root).as_posix()
 
 
+def check_prefix(prefix: str | None) -> bool | str:
+    """A node's ``validate_inputs`` answer for a ``filename_prefix`` widget: True, or the error text
+    (None: the value comes from a link and is checked when the node runs)."""
+    if prefix is None:
+        return True
+    try:
+        safe_relative(prefix, "filename_prefix")
+    except ValueError as error:
+        return str(error)
+    return True
+
+
 def unique_output(prefix: str, suffix: str) -> tuple[Path, str]:
     """A fresh file ``<prefix>_00001_<suffix>`` under output/ (counter like SaveImage)."""
     import folder_paths
@@ -95,11 +121,11 @@ def unique_output(prefix: str, suffix: str) -> tuple[Path, str]:
         counter += 1
 
 
-def run_directory(key: str) -> Path:
-    """output/latent3d/runs/<key>: where a training node keeps its checkpoint."""
-    path, _ = output_path(f"latent3d/runs/{key}", "run")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def runs_root() -> Path:
+    """output/latent3d/runs: the training nodes' run folders (``nodes/runs.py``)."""
+    from .runs import RUNS_FOLDER
+
+    return output_path(RUNS_FOLDER, "runs folder")[0]
 
 
 # -- identity of a run -----------------------------------------------------------------------------------
@@ -143,83 +169,19 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().clone()
 
 
-def jpeg_data_url(image, size: int = 160) -> str:
-    thumb = image.copy()
-    thumb.thumbnail((size, size))
-    buffer = io.BytesIO()
-    thumb.convert("RGB").save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-class HostProgress:
-    """Binds the core's on_step/on_metrics/should_stop to ComfyUI's progress bar, interrupt flag and the
-    web panel's "latent3d.progress" messages (throttled to one every ``min_interval`` seconds)."""
-
-    EVENT = "latent3d.progress"
-
-    def __init__(self, node_id: str | None, total: int, decode: Callable[[torch.Tensor], Any], start_step: int = 0, min_interval: float = 0.25) -> None:
-        import comfy.utils
-
-        self.node_id, self.total, self.decode = node_id, total, decode
-        self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
-        self.pending: list[list[float]] = []
-        self.last_sent = 0.0
-        self.started = time.perf_counter()
-        self.start_step = start_step
-        self.skipped = 0
-        self._send({"step": start_step, "total": total, "reset": True, "state": "resumed" if start_step else "started", "resumed_from": start_step or None})
-        if start_step:
-            self.bar.update_absolute(start_step, total)
-
-    def _send(self, data: dict[str, Any]) -> None:
-        self.send(self.node_id, data)
-
-    @classmethod
-    def send(cls, node_id: str | None, data: dict[str, Any]) -> None:
-        import sys
-
-        server = sys.modules.get("server")  # only inside a running ComfyUI server (never import it here)
-        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-        if node_id is not None and instance is not None:
-            instance.send_sync(cls.EVENT, {"node": node_id, **data})
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.pending.append([step, metrics["loss"]])
-
-    def on_step(self, step: int, total: int, preview: torch.Tensor | None) -> None:
-        image = self.decode(preview) if preview is not None else None
-        # every progress update is also ComfyUI's interrupt point (it may raise InterruptProcessingException)
-        self.bar.update_absolute(step, total, ("JPEG", image, 512) if image is not None else None)
-        now = time.perf_counter()
-        if image is not None or step == total or now - self.last_sent >= 0.25:
-            rate = (now - self.started) / max(1, step - self.start_step)
-            data = {"step": step, "total": total, "losses": self.pending, "state": "running" if step < total else "done", "seconds_per_step": rate}
-            if image is not None:
-                data["frame"] = jpeg_data_url(image)
-            self._send(data)
-            self.pending, self.last_sent = [], now
-
-    def should_stop(self) -> bool:
-        import comfy.model_management
-
-        return comfy.model_management.processing_interrupted()
-
-    def finish(self, status: str, step: int, skipped: int) -> None:
-        self._send({"step": step, "total": self.total, "losses": self.pending, "state": status, "skipped": skipped})
-        self.pending = []
-
-
 def stage_progress(node_id: str | None) -> Callable[[str, int, int], None]:
     """``on_progress(stage, done, total)`` for long preparations (the sketch grid): the node's progress bar
     (also an interrupt point) and a line in the live panel."""
     import comfy.utils
+
+    from .progress import send
 
     bars: dict[str, Any] = {}
 
     def report(stage: str, done: int, total: int) -> None:
         if stage not in bars:
             bars[stage] = comfy.utils.ProgressBar(total, node_id=node_id)
-            HostProgress.send(node_id, {"state": "preparing", "stage": stage})
+            send(node_id, {"state": "preparing", "stage": stage})
         bars[stage].update_absolute(done, total)
 
     return report
@@ -301,27 +263,53 @@ def texture_encoder(vae: Any, to_model: Callable[[torch.Tensor], torch.Tensor]):
     return encode
 
 
-def core_mesh(mesh) -> Any:
-    """The host's MESH (vertices [1, V, 3], faces [1, F, 3]); newer hosts' extra fields when accepted."""
+def host_mesh_class() -> type | None:
+    """The host's MESH class: ``Types.MESH`` of the comfy API (newer hosts), else the one in
+    ``comfy_extras.nodes_hunyuan3d`` (0.3.64: vertices and faces only); None without either."""
+    try:
+        from .api import Types
+    except ImportError:
+        Types = None
+    cls = getattr(Types, "MESH", None)
+    if cls is None:
+        try:
+            from comfy_extras.nodes_hunyuan3d import MESH as cls
+        except ImportError:
+            return None
+    return cls
+
+
+def gltf_uvs(uvs: Any) -> torch.Tensor:
+    """[V, 2] texture coordinates between our convention (v up, OBJ's) and glTF's (v down: (0, 0) is the
+    image's top-left), the one core MESH uses: core "Save 3D Model" writes MESH ``uvs`` into the GLB's
+    TEXCOORD_0 and its ``texture`` as the image, both unchanged. The map is its own inverse."""
+    uvs = torch.tensor(np.asarray(uvs, dtype=np.float32))  # a copy: the mesh's arrays may be read-only
+    return torch.stack([uvs[:, 0], 1.0 - uvs[:, 1]], dim=-1)
+
+
+def core_mesh(mesh, mesh_class: type | None = None) -> Any:
+    """The host's MESH (vertices [1, V, 3], faces [1, F, 3]) of a TexturedMesh, with the fields of newer
+    hosts' MESH where its constructor takes them: ``uvs`` [1, V, 2] (glTF convention, :func:`gltf_uvs`),
+    ``vertex_colors`` [1, V, 3] and ``texture`` [1, H, W, 3] (float in 0..1, row 0 at the top).
+    ``mesh_class`` defaults to :func:`host_mesh_class`; a plain object with the same fields without one."""
     import inspect
 
-    vertices = torch.as_tensor(mesh.vertices, dtype=torch.float32)[None]
-    faces = torch.as_tensor(mesh.faces, dtype=torch.int64)[None]
-    try:
-        from comfy_extras.nodes_hunyuan3d import MESH
-    except ImportError:  # a host without core 3D nodes: a plain object with the same fields
+    vertices = torch.tensor(np.asarray(mesh.vertices, dtype=np.float32))[None]  # copies: the mesh's arrays may be read-only
+    faces = torch.tensor(np.asarray(mesh.faces, dtype=np.int64))[None]
+    cls = mesh_class if mesh_class is not None else host_mesh_class()
+    if cls is None:  # a host without core 3D nodes
         from types import SimpleNamespace
 
         return SimpleNamespace(vertices=vertices, faces=faces)
-    accepted = inspect.signature(MESH).parameters
+    accepted = inspect.signature(cls).parameters
     extras = {}
     if "uvs" in accepted and mesh.uvs is not None:
-        extras["uvs"] = torch.as_tensor(mesh.uvs, dtype=torch.float32)[None]
+        extras["uvs"] = gltf_uvs(mesh.uvs)[None]
     if "vertex_colors" in accepted and mesh.colors is not None:
-        extras["vertex_colors"] = torch.as_tensor(mesh.vertex_colors(), dtype=torch.float32)[None]
+        extras["vertex_colors"] = torch.tensor(np.asarray(mesh.vertex_colors(), dtype=np.float32))[None]
     if "texture" in accepted and mesh.texture is not None:
-        extras["texture"] = torch.as_tensor(mesh.texture, dtype=torch.float32)[None] / 255.0
-    return MESH(vertices, faces, **extras)
+        extras["texture"] = torch.tensor(np.asarray(mesh.texture, dtype=np.float32))[None] / 255.0
+    return cls(vertices, faces, **extras)
 
 
 def write_sketch_preview(sketch) -> str:

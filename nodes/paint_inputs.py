@@ -1,7 +1,7 @@
 """Latent-Paint's node inputs, host-free: which mesh to paint, and the model's latent format.
 
 The mesh comes from one of three inputs, the first connected one winning: a core MESH (e.g. Export
-Mesh's; newer hosts' MESH may carry per-vertex ``uvs`` and a ``texture``, which are kept), a sketch
+Mesh's; newer hosts' MESH may carry per-vertex ``uvs``, glTF convention, and a ``texture``, which are kept), a sketch
 (Load Sketch Mesh / Sketch Primitive, painted as placed there, so its rotation counts; Latent-Paint then
 centres and scales it by its own mesh_scale), or a file under input/3d.
 """
@@ -34,13 +34,20 @@ def _unbatched(value: Any, name: str, columns: int | None) -> Any:
 
 
 def from_core_mesh(mesh: Any, config: PaintMeshConfig) -> PaintMesh:
-    """A PaintMesh from the host's MESH (vertices [1, V, 3], faces [1, F, 3]; optional uvs [1, V, 2], v up as
-    our writers give them, and texture [1, H, W, 3] in 0..1)."""
+    """A PaintMesh from the host's MESH (vertices [1, V, 3], faces [1, F, 3]; optional uvs [1, V, 2] and
+    texture [1, H, W, 3] in 0..1). MESH uvs follow glTF (v down: core "Save 3D Model" writes them into the
+    GLB unchanged, and ``host.core_mesh`` gives ours that way); they are turned to our v-up convention here.
+    A batch with per-item counts (newer hosts' ``vertex_counts``) is cut to the item's real length."""
     if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")):
         raise ValueError(f"{NODE}: 'mesh' must be a core MESH (vertices and faces), got {type(mesh).__name__}")
     vertices, faces = _unbatched(mesh.vertices, "vertices", 3), _unbatched(mesh.faces, "faces", 3)
     uvs, texture = getattr(mesh, "uvs", None), getattr(mesh, "texture", None)
     uvs = _unbatched(uvs, "uvs", 2) if uvs is not None else None
+    counts = getattr(mesh, "vertex_counts", None), getattr(mesh, "face_counts", None)
+    if counts[0] is not None and counts[1] is not None:
+        vertices, faces = vertices[: int(counts[0][0])], faces[: int(counts[1][0])]
+        uvs = uvs[: int(counts[0][0])] if uvs is not None else None
+    uvs = torch.stack([uvs[:, 0], 1.0 - uvs[:, 1]], dim=-1) if uvs is not None else None
     texture = _unbatched(texture, "texture", None).float().clamp(0, 1) if texture is not None and uvs is not None else None
     return make_paint_mesh(vertices, faces, uvs, texture, source="the connected MESH", config=config)
 

@@ -75,6 +75,13 @@ def check_vae(vae: Any, channels: int, node: str) -> Any:
     return model
 
 
+def activation_bytes(vae: Any, side: int, checkpointing: bool) -> float:
+    """Bytes the VAE encoder keeps for its backward pass at a ``side``² input, in the VAE's dtype."""
+    dtype = getattr(vae, "vae_dtype", torch.float32)
+    share = CHECKPOINTED_SHARE if checkpointing else 1.0
+    return ACTIVATION_BYTES_PER_PIXEL * side * side * torch.empty((), dtype=dtype).element_size() / 4 * share
+
+
 def _copy_without_decoder(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of ``model`` (outside inference mode) with its decoder left out, lowvram casts undone."""
     skip = {id(part): None for part in (getattr(model, "decoder", None), getattr(model, "post_quant_conv", None)) if isinstance(part, torch.nn.Module)}
@@ -100,9 +107,7 @@ def gradient_encoder(vae: Any, model: Any, device: torch.device, config: Any, no
     dtype = getattr(vae, "vae_dtype", torch.float32)
     clone = _copy_without_decoder(source)
     if device.type != "cpu":
-        activations = ACTIVATION_BYTES_PER_PIXEL * config.encode_resolution**2 * mm.dtype_size(dtype) / 4
-        activations *= CHECKPOINTED_SHARE if config.vae_checkpointing else 1.0
-        mm.free_memory(mm.module_size(clone) + activations, device)
+        mm.free_memory(mm.module_size(clone) + activation_bytes(vae, config.encode_resolution, config.vae_checkpointing), device)
     with torch.inference_mode(False):
         clone.to(device=device, dtype=dtype)
     process_input = getattr(vae, "process_input", lambda image: image * 2.0 - 1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfy_api.latest import io
+from .api import io
 
 from .spec import NodeSpec, Socket, Widget, widget_default
 
@@ -46,8 +46,9 @@ def _widget_input(spec: NodeSpec, widget: Widget, options: dict[str, list[str]])
     )
 
 
-def build_schema(spec: NodeSpec, options: dict[str, list[str]] | None = None, hidden_node_id: bool = False) -> io.Schema:
-    """The V3 schema of ``spec``; ``options`` fills COMBO choices known only at run time (files)."""
+def build_schema(spec: NodeSpec, options: dict[str, list[str]] | None = None, hidden_node_id: bool = False, hidden_prompt: bool = False) -> io.Schema:
+    """The V3 schema of ``spec``; ``options`` fills COMBO choices known only at run time (files).
+    ``hidden_node_id``/``hidden_prompt``: the node gets its id / the whole API prompt as hidden inputs."""
     options = options or {}
     inputs = []
     for item in spec.inputs:
@@ -63,6 +64,6 @@ def build_schema(spec: NodeSpec, options: dict[str, list[str]] | None = None, hi
         description=spec.description,
         inputs=inputs,
         outputs=outputs,
-        hidden=[io.Hidden.unique_id] if hidden_node_id else None,
+        hidden=[h for h, wanted in ((io.Hidden.unique_id, hidden_node_id), (io.Hidden.prompt, hidden_prompt)) if wanted] or None,
         is_output_node=spec.output_node,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api import io
 
 from ..latent3d.shape.mesh_io import load_mesh
 from ..latent3d.shape.primitives import make_primitive
@@ -20,7 +20,9 @@ class LoadSketchMesh(io.ComfyNode):
         return build_schema(LOAD_SKETCH_MESH, {"mesh_file": host.input_meshes()})
 
     @classmethod
-    def validate_inputs(cls, mesh_file: str, **_) -> bool | str:
+    def validate_inputs(cls, mesh_file: str) -> bool | str:
+        """Checked before the graph runs; only ``mesh_file`` is named (ComfyUI repeats a failure once per input
+        named here, and ``**kwargs`` would name them all and switch off its own range checks)."""
         try:
             host.input_path(mesh_file)
         except (ValueError, FileNotFoundError) as error:

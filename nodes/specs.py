@@ -7,6 +7,7 @@ from ..latent3d.nerf.train import NerfConfig
 from ..latent3d.paint.train import PaintConfig
 from ..latent3d.refine.train import RefineConfig
 from ..latent3d.shape.loss import SketchShapeConfig
+from .runs import KEEP_RUNS
 from .spec import NodeSpec, Socket, Widget
 
 NERF = "LATENT3D_NERF"
@@ -14,6 +15,12 @@ SKETCH = "LATENT3D_SKETCH"
 SHAPE_GUIDE = "LATENT3D_SHAPE_GUIDE"
 
 PRIMITIVES = ("sphere", "box", "capsule", "cylinder", "teddy")
+MIN_LATENT, MAX_LATENT = 8, 128
+"""Latent render sizes the training nodes allow. 128 = a 1024² image for SD1.x, the most its UNet handles
+sensibly (trained at 512², SD2.x at 768²); at 256 (2048², attention over 65,536 tokens) a Latent-NeRF step
+did not finish in 300 s on a CPU."""
+_SIZE_WHY = ("at most 128 (1024²): SD1.x/2.x were trained at 512–768 px, and at 256² one UNet call attends over 65k tokens "
+             "(no step in 300 s on a CPU); the node refuses a size whose step does not fit in the device's free memory")
 AXES = ("x", "y", "z")
 
 _preview = Socket("preview_file", "STRING", "The normalized sketch as a GLB under output/: connect it to core Preview3D to check its placement.")
@@ -78,7 +85,8 @@ SKETCH_SHAPE_LOSS = NodeSpec(
         Widget("shape_weight", "FLOAT", "Strength of the sketch loss relative to score distillation.", field="shape_weight", min=0.0, max=100.0, step=0.01),
         Widget("mode", "COMBO", "grid: precompute winding number and distance once (fast, any device); exact: libigl queries every step (reference).",
                field="mode", options=("grid", "exact")),
-        Widget("grid_resolution", "INT", "Nodes per axis of the precomputed grid.", field="grid_resolution", min=16, max=512, step=16),
+        Widget("grid_resolution", "INT", "Nodes per axis of the precomputed grid. Its cost grows with the cube: at most 256 (8× the work of the default 128).",
+               field="grid_resolution", min=16, max=256, step=16),
         Widget("fade_start", "INT", "Step at which the sketch loss starts fading to zero (0 with fade_end 0: never fades).", field="fade_start", none_value=0, min=0, max=100000),
         Widget("fade_end", "INT", "Step from which the sketch loss is off (0: never).", field="fade_end", none_value=0, min=0, max=100000),
     ),
@@ -106,14 +114,18 @@ LATENT_NERF_TRAIN = NodeSpec(
         Widget("iterations", "INT", "Optimization steps (paper: 5000; a few hundred already show a shape on a GPU).", field="iterations", min=1, max=100000),
         Widget("seed", "INT", "Seed of every random draw (cameras, timesteps, noise).", field="seed", min=0, max=2**31 - 1, seed=True),
         Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
-        Widget("resolution", "INT", "Latent render size per step (64 = a 512² image).", field="resolution", min=8, max=256, step=8),
+        Widget("resolution", "INT", f"Latent render size per step (64 = a 512² image, the paper's); {_SIZE_WHY}.", field="resolution",
+               min=MIN_LATENT, max=MAX_LATENT, step=8),
         Widget("lr_grid", "FLOAT", "Adam learning rate of the hash grid.", field="lr_grid", min=1e-5, max=1.0, step=1e-4),
         Widget("lr_mlp", "FLOAT", "Adam learning rate of the MLPs.", field="lr_mlp", min=1e-6, max=1.0, step=1e-4),
         Widget("sparsity_weight", "FLOAT", "Opacity-entropy weight: pushes every pixel to fully empty or fully solid.", field="sparsity_weight", min=0.0, max=1000.0, step=0.01),
         Widget("preview_every", "INT", "Show a preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
-        Widget("preview_resolution", "INT", "Latent size of previews and the turntable (64 = 512 px; smaller is faster to decode).",
-               field="preview_resolution", min=8, max=256, step=8),
+        Widget("preview_resolution", "INT", "Latent size of previews and the turntable (64 = 512 px; smaller is faster to decode; "
+               "at most 128 = 1024 px, as large as the VAE decodes without tiling on most GPUs).", field="preview_resolution", min=MIN_LATENT, max=MAX_LATENT, step=8),
         Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("keep_optimizer", "BOOLEAN", "Keep the optimizer state in the checkpoint of a completed run (3× its size: ≈ 150 MB instead of 57 MB "
+               "for the paper's Latent-NeRF). Off: raising iterations later still continues the run, with fresh Adam moments. Interrupted runs always keep it.",
+               default=False),
         Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
         Socket("shape_guide", SHAPE_GUIDE, "Optional Sketch-Shape guidance.", optional=True),
         Socket("vae", "VAE", "Optional: decode previews and the turntable with this VAE (else a fast linear latent preview).", optional=True),
@@ -124,6 +136,7 @@ LATENT_NERF_TRAIN = NodeSpec(
         Socket("turntable", "IMAGE", "Renders around the object (batch)."),
     ),
     config=NerfConfig,
+    output_node=True,  # ComfyUI then replays a cached run's summary (loss curve, frames) to the panel
 )
 
 EXPORT_MESH = NodeSpec(
@@ -173,7 +186,8 @@ LATENT_PAINT = NodeSpec(
         Widget("iterations", "INT", "Optimization steps (paper: 5000).", field="iterations", min=1, max=100000),
         Widget("seed", "INT", "Seed of every random draw (initial texture, cameras, timesteps, noise).", field="seed", min=0, max=2**31 - 1, seed=True),
         Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
-        Widget("resolution", "INT", "Latent render size per step (64 = a 512² image).", field="resolution", min=8, max=256, step=8),
+        Widget("resolution", "INT", f"Latent render size per step (64 = a 512² image, the paper's); {_SIZE_WHY}.", field="resolution",
+               min=MIN_LATENT, max=MAX_LATENT, step=8),
         Widget("texture_size", "INT", "Side of the latent texture (the VAE decodes it to 8× as many pixels).", field="texture_size", min=64, max=512, step=8),
         Widget("lr", "FLOAT", "Adam learning rate of the texture and background.", field="lr", min=1e-5, max=1.0, step=1e-4),
         Widget("init", "COMBO", "color: start near red (paper); texture: start from the mesh's own texture (encoded by the VAE when connected).",
@@ -183,9 +197,12 @@ LATENT_PAINT = NodeSpec(
         Widget("texture_filter", "COMBO", "Texture lookup while training (the official code uses nearest).", field="texture_filter", options=("bilinear", "nearest", "mipmap")),
         *_placement_widgets("mesh"),
         Widget("preview_every", "INT", "Show a preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
-        Widget("preview_resolution", "INT", "Latent size of previews (64 = 512 px); the turntable is rendered at 8× this size.",
-               field="preview_resolution", min=8, max=256, step=8),
+        Widget("preview_resolution", "INT", "Latent size of previews (64 = 512 px); the turntable is rendered at 8× this size (at most 128 = 1024 px).",
+               field="preview_resolution", min=MIN_LATENT, max=MAX_LATENT, step=8),
         Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("keep_optimizer", "BOOLEAN", "Keep the optimizer state in the checkpoint of a completed run (3× its size: ≈ 150 MB instead of 57 MB "
+               "for the paper's Latent-NeRF). Off: raising iterations later still continues the run, with fresh Adam moments. Interrupted runs always keep it.",
+               default=False),
         Widget("texture_resolution", "INT", "Side of the RGB texture written into the GLB (a multiple of 8 with a VAE).", default=1024, min=64, max=4096, step=8),
         Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
         Widget("filename_prefix", "STRING", "Where under output/ to write the GLB (a counter is appended).", default="latent3d/paint"),
@@ -221,10 +238,11 @@ LATENT_TO_RGB_REFINE = NodeSpec(
         Widget("iterations", "INT", "Refinement steps (official: 5000; a few hundred already sharpen colours on a GPU).", field="iterations", min=1, max=100000),
         Widget("seed", "INT", "Seed of every random draw (cameras, timesteps, noise, light).", field="seed", min=0, max=2**31 - 1, seed=True),
         Widget("guidance_scale", "FLOAT", "Classifier-free guidance scale of score distillation (paper: 100).", field="sds.guidance_scale", min=1.0, max=500.0, step=0.5),
-        Widget("render_resolution", "INT", "Side of the RGB render per step (official 64); it is resized to encode_resolution for the VAE.",
-               field="render_resolution", min=16, max=512, step=16),
-        Widget("encode_resolution", "INT", "Side of the image the VAE encodes (official 512 → 64² latents); the main cost in time and memory.",
-               field="encode_resolution", min=64, max=1024, step=64),
+        Widget("render_resolution", "INT", "Side of the RGB render per step (official 64); it is resized to encode_resolution for the VAE. "
+               "At most 256: every ray keeps its samples for the backward pass (256² = 16× the official rays).", field="render_resolution", min=16, max=256, step=16),
+        Widget("encode_resolution", "INT", "Side of the image the VAE encodes (official 512 → 64² latents); the main cost in time and memory. At most 1024 "
+               "(128² latents, the UNet's limit as in Latent-NeRF Train); the encoder's backward keeps ≈ 3.1 GB at 512² in fp32 (0.7 GB with "
+               "vae_checkpointing), and a size whose step does not fit in the device's free memory is refused.", field="encode_resolution", min=64, max=1024, step=64),
         Widget("lr_grid", "FLOAT", "Adam learning rate of the hash grid.", field="lr_grid", min=1e-5, max=1.0, step=1e-4),
         Widget("lr_mlp", "FLOAT", "Adam learning rate of the field and background MLPs.", field="lr_mlp", min=1e-6, max=1.0, step=1e-4),
         Widget("lr_color", "FLOAT", "Adam learning rate of the 4→3 colour head.", field="lr_color", min=1e-6, max=1.0, step=1e-4),
@@ -240,6 +258,9 @@ LATENT_TO_RGB_REFINE = NodeSpec(
         Widget("preview_every", "INT", "Show an RGB preview every this many steps (0: none).", field="preview_every", min=0, max=10000),
         Widget("preview_resolution", "INT", "Side in pixels of the previews.", field="preview_resolution", min=16, max=1024, step=16),
         Widget("resume", "BOOLEAN", "Continue an interrupted run of the same inputs from its checkpoint (output/latent3d/runs).", default=True),
+        Widget("keep_optimizer", "BOOLEAN", "Keep the optimizer state in the checkpoint of a completed run (3× its size: ≈ 150 MB instead of 57 MB "
+               "for the paper's Latent-NeRF). Off: raising iterations later still continues the run, with fresh Adam moments. Interrupted runs always keep it.",
+               default=False),
         Widget("turntable_frames", "INT", "Frames of the turntable IMAGE batch rendered at the end.", default=8, min=1, max=120),
         Widget("turntable_resolution", "INT", "Side in pixels of the turntable frames.", default=256, min=32, max=1024, step=32),
         *_VIEW_OVERRIDES,
@@ -249,7 +270,24 @@ LATENT_TO_RGB_REFINE = NodeSpec(
         Socket("turntable", "IMAGE", "RGB renders around the object (batch)."),
     ),
     config=RefineConfig,
+    output_node=True,
 )
 
 
-ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, LATENT_TO_RGB_REFINE, EXPORT_MESH, LATENT_PAINT)
+CLEAR_RUNS = NodeSpec(
+    node_id="Latent3DClearRuns",
+    display_name="Clear Runs (Latent3D)",
+    category="Latent3D/utils",
+    description="Free the disk space of old training runs (output/latent3d/runs: checkpoints for resuming). Lists them; deletes only "
+    f"with 'delete' on, keeping the most recent ones and any run in progress. Training nodes keep at most {KEEP_RUNS} runs on their own.",
+    inputs=(
+        Widget("keep_recent", "INT", "Runs to keep, most recently written first (0: delete every run not in progress).", default=0, min=0, max=1000),
+        Widget("delete", "BOOLEAN", "Off: only list what would be deleted. On: delete it (a deleted run starts from scratch when queued again).",
+               default=False),
+    ),
+    outputs=(Socket("report", "STRING", "What was (or would be) deleted and kept, with sizes."),),
+    output_node=True,
+)
+
+
+ALL_SPECS = (LOAD_SKETCH_MESH, SKETCH_PRIMITIVE, SKETCH_SHAPE_LOSS, LATENT_NERF_TRAIN, LATENT_TO_RGB_REFINE, EXPORT_MESH, LATENT_PAINT, CLEAR_RUNS)

@@ -39,10 +39,10 @@ def spec_lib(pack):
 
 def test_ids_categories_and_tooltips(specs, spec_lib):
     ids = [s.node_id for s in specs.ALL_SPECS]
-    assert len(set(ids)) == len(ids) == 7
+    assert len(set(ids)) == len(ids) == 8
     assert ids == [
         "Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DLatentToRGBRefine",
-        "Latent3DExportMesh", "Latent3DLatentPaint",
+        "Latent3DExportMesh", "Latent3DLatentPaint", "Latent3DClearRuns",
     ]
     for spec in specs.ALL_SPECS:
         assert spec.category.startswith("Latent3D/") and spec.description
@@ -151,8 +151,9 @@ def test_paint_widgets_map_onto_paint_config(specs, spec_lib, pack):
 
 
 def test_paint_mesh_inputs_without_the_host(pack, tmp_path):
-    """Which mesh the node paints: the MESH socket (unbatched; its uvs and texture kept), else the sketch
-    as placed, else the file; and clear errors for a batch or nothing connected."""
+    """Which mesh the node paints: the MESH socket (unbatched; its uvs, glTF's v-down convention, turned to
+    ours, and its texture kept), else the sketch as placed, else the file; and clear errors for a batch or
+    nothing connected."""
     import types
 
     import numpy as np
@@ -170,7 +171,8 @@ def test_paint_mesh_inputs_without_the_host(pack, tmp_path):
     texture = torch.rand(1, 8, 8, 3)
     core = types.SimpleNamespace(vertices=vertices, faces=faces, uvs=uvs, texture=texture)
     painted = inputs.mesh_to_paint("none", core, None, None, config)
-    assert painted.uv_origin == "file" and np.allclose(painted.uvs, uvs[0].numpy()) and painted.texture.shape == (8, 8, 3)
+    flipped = np.stack([uvs[0, :, 0].numpy(), 1.0 - uvs[0, :, 1].numpy()], -1)  # glTF (0, 0) = the image's top-left
+    assert painted.uv_origin == "file" and np.allclose(painted.uvs, flipped) and painted.texture.shape == (8, 8, 3)
     assert np.array_equal(painted.texture, np.round(texture[0].numpy() * 255).astype(np.uint8))
     bare = inputs.mesh_to_paint("none", types.SimpleNamespace(vertices=vertices, faces=faces), None, None, config)
     assert bare.uv_origin == "xatlas" and bare.texture is None

@@ -1,13 +1,27 @@
-// ComfyUI-Latent3D: a live panel on the training nodes (loss curve + recent preview frames).
+// ComfyUI-Latent3D: a live panel on the training nodes (status with ETA, warnings, loss curve, preview frames).
 //
-// Fed only by the node's own "latent3d.progress" messages (see nodes/host.py); loads nothing from a CDN,
-// adds no server route, and leaves 3D viewing to core Preview3D.
+// Fed only by the node's own "latent3d.progress" messages and its UI output (a finished or cached run's
+// summary; see nodes/progress.py); loads nothing from a CDN, adds no server route, and leaves 3D viewing
+// to core Preview3D. Hand-added training nodes start with the seed control on "fixed": re-queueing the same
+// inputs then resumes the run instead of starting a new one (saved workflows keep their own value).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const TRAINING_NODES = new Set(["Latent3DLatentNeRFTrain", "Latent3DLatentPaint"]);
+const TRAINING_NODES = new Set(["Latent3DLatentNeRFTrain", "Latent3DLatentPaint", "Latent3DLatentToRGBRefine"]);
+const UI_KEY = "latent3d";
 const MAX_FRAMES = 48;
 const PANEL_HEIGHT = 250;
+
+function formatDuration(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 48 * 3600) {
+    const minutes = Math.round(seconds / 60);
+    return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+  }
+  return `${(seconds / 86400).toFixed(1)} days`;
+}
 
 function el(tag, style = {}, attrs = {}) {
   const node = document.createElement(tag);
@@ -28,6 +42,9 @@ class TrainingPanel {
       { "data-latent3d-panel": "" });
     this.status = el("div", { whiteSpace: "nowrap", overflow: "hidden", textOverflow: "ellipsis" }, { "data-role": "status" });
     this.status.textContent = "Latent3D: waiting for a run";
+    // warnings (slow device, sketch problems, skipped steps): amber, scrolled inside the panel so the node keeps its size
+    this.warnings = el("div", { maxHeight: "3.6em", overflowY: "auto", color: "#f0b860", whiteSpace: "pre-wrap", display: "none" },
+      { "data-role": "warnings" });
     const row = el("div", { display: "flex", gap: "4px", flex: "1", minHeight: "0" });
     this.canvas = el("canvas", { flex: "1", minWidth: "0", height: "100%", background: "rgba(0,0,0,0.25)", borderRadius: "4px" },
       { "data-role": "loss" });
@@ -43,7 +60,7 @@ class TrainingPanel {
     this.slider.oninput = () => { this.stop(); this.show(Number(this.slider.value)); };
     this.frameLabel = el("span", { minWidth: "5em", textAlign: "right" }, { "data-role": "frame-label" });
     controls.append(this.play, this.slider, this.frameLabel);
-    this.root.append(this.status, row, controls);
+    this.root.append(this.status, this.warnings, row, controls);
   }
 
   update(detail) {
@@ -54,21 +71,35 @@ class TrainingPanel {
     }
     for (const point of detail.losses ?? []) this.losses.push(point);
     if (this.losses.length > 5000) this.losses = this.losses.filter((_, i) => i % 2 === 0);
-    if (detail.frame) {
-      this.frames.push({ step: detail.step, src: detail.frame });
+    const frames = detail.frames ?? (detail.frame ? [{ label: `step ${detail.step}`, src: detail.frame }] : []);
+    for (const frame of frames) {
+      this.frames.push(frame);
       if (this.frames.length > MAX_FRAMES) this.frames.shift();
+    }
+    if (frames.length) {
       this.slider.max = String(this.frames.length - 1);
       if (!this.playing) this.show(this.frames.length - 1);
     }
+    if (detail.warnings) this.setWarnings(detail.warnings);
+    if (detail.step === undefined) return; // a warnings-only message
     const last = this.losses.length ? this.losses[this.losses.length - 1][1] : null;
     const parts = [`${detail.state ?? "running"}`, `step ${detail.step}/${detail.total}`];
     if (last !== null) parts.push(`loss ${Number(last).toPrecision(3)}`);
     if (detail.seconds_per_step) parts.push(`${Number(detail.seconds_per_step).toFixed(2)} s/step`);
+    if (detail.eta_s && detail.step < detail.total) parts.push(`≈ ${formatDuration(detail.eta_s)} left`);
     if (detail.resumed_from) parts.push(`resumed at ${detail.resumed_from}`);
     if (detail.skipped) parts.push(`${detail.skipped} skipped`);
     this.status.textContent = parts.join(" · ");
+    this.status.title = this.status.textContent;
     this.root.dataset.step = String(detail.step);
+    this.root.dataset.state = String(detail.state ?? "running");
     this.drawLoss();
+  }
+
+  setWarnings(warnings) {
+    this.warnings.textContent = warnings.map((w) => `⚠ ${w}`).join("\n");
+    this.warnings.style.display = warnings.length ? "block" : "none";
+    this.root.dataset.warnings = String(warnings.length);
   }
 
   show(index) {
@@ -78,7 +109,7 @@ class TrainingPanel {
     this.image.src = frame.src;
     this.image.style.visibility = "visible";
     this.slider.value = String(this.frameIndex);
-    this.frameLabel.textContent = `step ${frame.step}`;
+    this.frameLabel.textContent = frame.label ?? "";
   }
 
   toggle() { this.playing ? this.stop() : this.start(); }
@@ -158,8 +189,22 @@ app.registerExtension({
       });
       widget.serialize = false;
       this.latent3dPanel = panel;
+      // a new node's seed control starts on "fixed" (the frontend's default is "randomize"); a loaded
+      // workflow's saved value replaces it afterwards
+      const seed = this.widgets?.find((w) => w.name === "seed");
+      const control = seed?.linkedWidgets?.[0] ?? this.widgets?.find((w) => w.name === "control_after_generate");
+      if (control) control.value = "fixed";
       const onRemoved = this.onRemoved;
       this.onRemoved = function () { panel.stop(); return onRemoved?.apply(this, arguments); };
+      return result;
+    };
+    // the run's summary (loss curve, turntable frames, warnings): sent when the node ran, and replayed by
+    // ComfyUI when the node's result came from its cache
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const result = onExecuted?.apply(this, arguments);
+      const summary = output?.[UI_KEY]?.[0];
+      if (summary) this.latent3dPanel?.update({ ...summary, reset: true });
       return result;
     };
   },

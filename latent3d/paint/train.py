@@ -325,6 +325,7 @@ def paint_mesh(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     metadata: dict[str, Any] | None = None,
+    keep_optimizer: bool = True,
 ) -> PaintResult:
     """Optimize a latent texture for ``mesh`` (as loaded; placed by the config's mesh_scale, rotation_deg
     and offset) with SDS from ``denoiser`` and per-view ``embeddings``.
@@ -335,6 +336,7 @@ def paint_mesh(
     exception first saves the last consistent state, and K steps + resume + K steps equal 2K steps bit for
     bit on CPU. A run whose recent steps are mostly non-finite raises
     :class:`latent3d.loop.NonFiniteRunError`. A checkpoint of another mesh, prompt or model is refused.
+    ``keep_optimizer`` False writes a completed run's final checkpoint without the Adam moments (``run_loop``).
     """
     trainer = PaintTrainer(config, mesh, denoiser, embeddings, device, encode)
     trainer.metadata = dict(metadata or {})
@@ -342,6 +344,7 @@ def paint_mesh(
     status = run_loop(
         trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
         on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
+        keep_optimizer=keep_optimizer,
     )
     return trainer.result(status, path)
 

@@ -295,6 +295,7 @@ def refine_rgb(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     metadata: dict[str, Any] | None = None,
+    keep_optimizer: bool = True,
 ) -> RefineResult:
     """Refine a trained Latent-NeRF in RGB by SDS through ``vae_encoder`` and ``denoiser``.
 
@@ -305,7 +306,7 @@ def refine_rgb(
             adds per-block checkpointing and a fingerprint).
         color_matrix: the colour head's initial [4][3] matrix (e.g. the host's latent-preview factors);
             default ``LATENT_RGB_MATRIX``.
-        on_step, should_stop, on_metrics, checkpoint_path, resume, metadata: as for
+        on_step, should_stop, on_metrics, checkpoint_path, resume, metadata, keep_optimizer: as for
             :func:`latent3d.nerf.train.fit_latent_nerf`; previews are RGB [3, h, w] in [0, 1].
 
     Raises:
@@ -318,6 +319,7 @@ def refine_rgb(
     status = run_loop(
         trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
         on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
+        keep_optimizer=keep_optimizer,
     )
     return trainer.result(status, path)
 

@@ -51,6 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def comfy() -> types.ModuleType:
     """``comfy.model_management``, with ComfyUI importable in this process (CPU unless CUDA is present)."""
+    if "OMP_NUM_THREADS" not in os.environ:  # as the server below: one thread unless the caller chose
+        torch.set_num_threads(1)
     try:
         return import_comfy()
     except (ImportError, RuntimeError) as e:  # RuntimeError: a torchvision built for another torch
@@ -184,6 +186,8 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Pa
     """A running ComfyUI with this pack loaded; killed at the end of the session.
 
     ``COMFYUI_SERVER_ARGS`` replaces the device flags (default ``--cpu --use-pytorch-cross-attention``).
+    The server runs with ``OMP_NUM_THREADS=1`` unless the environment sets it (the pack's own defaults,
+    for users, are torch's).
     """
     root = comfyui_root()
     base = tmp_path_factory.mktemp("comfyui_base")
@@ -198,7 +202,8 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Pa
         *shlex.split(os.environ.get("COMFYUI_SERVER_ARGS", DEFAULT_SERVER_ARGS)),
     ]  # fmt: skip
     log_path = base / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    # one torch thread unless the caller chose: on a small shared machine two threads ran 10-20× slower under load
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     client = ComfyClient(f"http://127.0.0.1:{port}", process, log_path, base)

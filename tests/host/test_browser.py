@@ -1,9 +1,12 @@
 """The example workflows in a real browser (Debian's Chromium driven by Playwright) on a real ComfyUI.
 
-Per example: the frontend loads the file and saves the same widget values and links back; the prompt it
-queues equals ``workflow_api.workflow_to_api``; during the run the Latent3D panel on the training node
-shows the steps, the loss curve and preview frames; at the end core Preview3D fetches the GLB and draws it.
-Screenshots go to ``test-artifacts/`` (the thumbnails of ``example_workflows/`` come from there).
+Per example (text to 3D, the sketch-guided one, and painting a mesh): the frontend loads the file and saves
+the same widget values and links back; the prompt it queues equals ``workflow_api.workflow_to_api``; during
+the run the Latent3D panel on the training node shows the steps, the loss curve and preview frames, the
+host adds no preview image of its own and the node keeps its size; at the end core Preview3D fetches the
+GLB (the painted mesh for Latent-Paint) and draws it. Then: a fresh page queueing the same graph (all
+cached) gets the run's summary in its panel, and a hand-added training node's seed control is "fixed".
+Screenshots go to ``test-artifacts/``.
 
 Skipped unless Chromium (``apt-get install chromium``; or ``LATENT3D_CHROMIUM``) and the ``playwright``
 Python package are present. Playwright never downloads a browser here: it is pointed at the system one.
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 
 from comfy_host import REPO_ROOT, comfyui_root_problem
-from examples import NAMES, TRAIN, tiny_workflow
+from examples import PAINT_SKETCH, SKETCH, TEXT_TO_3D, TRAINING, tiny_workflow
 from workflow_api import widget_names, workflow_to_api
 
 
@@ -55,7 +58,8 @@ SETTINGS = {
 }
 RUN_TIMEOUT_S = 420
 # seeds unlike the server tests' so that nothing comes from ComfyUI's cache or resumes a finished run
-SEEDS = {"latent3d_text_to_3d": 11, "latent3d_sketch_lego_man": 12}
+SEEDS = {TEXT_TO_3D: 11, SKETCH: 12, PAINT_SKETCH: 13}
+NAMES = tuple(SEEDS)
 
 # every value the panel's data-step takes (polling alone could miss steps on a fast machine)
 WATCH_STEPS = """() => {
@@ -67,13 +71,16 @@ WATCH_STEPS = """() => {
 PANEL_STATE = """() => {
   const panel = document.querySelector('[data-latent3d-panel]');
   if (!panel) return null;
+  const node = window.app.graph.nodes.find((n) => n.latent3dPanel?.root === panel);
   const canvas = panel.querySelector('canvas[data-role=loss]');
   const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   let drawn = 0;
   for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) drawn++;
   const frame = panel.querySelector('img[data-role=frame]');
   return {step: panel.dataset.step ?? null, status: panel.querySelector('[data-role=status]').textContent,
-          frame: (frame.getAttribute('src') || '').slice(0, 23), loss_pixels: drawn};
+          frame: (frame.getAttribute('src') || '').slice(0, 23), loss_pixels: drawn,
+          label: panel.querySelector('[data-role=frame-label]').textContent,
+          size: node ? [Math.round(node.size[0]), Math.round(node.size[1])] : null, host_images: node?.imgs?.length ?? 0};
 }"""
 
 
@@ -191,15 +198,18 @@ def test_example_in_the_browser(page, comfy_server, name) -> None:
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     run_s = time.monotonic() - started
 
-    train = next(n for n in workflow["nodes"] if n["type"] == TRAIN)
-    total = train["widgets_values"][widget_names(object_info[TRAIN]).index("iterations")]
+    train = next(n for n in workflow["nodes"] if n["type"] in TRAINING)
+    total = train["widgets_values"][widget_names(object_info[train["type"]]).index("iterations")]
     steps = page.evaluate("() => window.latent3dSteps")
     assert steps == sorted(steps) and steps[-1] == total, f"panel steps {steps}"
     assert any(0 < step < total for step in steps), f"no intermediate step shown: {steps}"
     final = states[-1]
     assert final["status"].startswith("completed") and f"step {total}/{total}" in final["status"], final
-    assert final["frame"].startswith("data:image/jpeg"), final
+    assert final["frame"].startswith("data:image/jpeg") and final["label"].startswith("turntable"), final
     assert final["loss_pixels"] > 50, "the loss curve was not drawn"
+    assert all(s["host_images"] == 0 for s in states), "the host showed a preview image of its own on the training node"
+    sizes = {tuple(s["size"]) for s in states if s["size"]}
+    assert max(h for _, h in sizes) - min(h for _, h in sizes) <= 80, f"the training node changed its size during the run: {sizes}"
 
     # Preview3D: the GLB is fetched and drawn (the viewer differs from its empty scene)
     deadline = time.monotonic() + 60
@@ -211,7 +221,8 @@ def test_example_in_the_browser(page, comfy_server, name) -> None:
         if all(c > 0.02 for c in changed):
             break
     glbs = [url for url, status in page.latent3d_glbs if status == 200]
-    assert any("latent3d" in url and "mesh_" in url for url in glbs), f"Preview3D never fetched the mesh: {page.latent3d_glbs}"
+    wanted = "paint_" if name == PAINT_SKETCH else "mesh_"
+    assert any("latent3d" in url and wanted in url for url in glbs), f"Preview3D never fetched the {wanted} GLB: {page.latent3d_glbs}"
     assert all(c > 0.02 for c in changed), f"a Preview3D canvas did not change after the run (changed fractions {changed})"
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -223,3 +234,31 @@ def test_example_in_the_browser(page, comfy_server, name) -> None:
     ours = [e for e in page.latent3d_errors if "latent3d" in e.lower()]
     assert not ours, ours
     print(f"{name}: run {run_s:.1f} s, panel steps {sorted(set(steps))}, viewers changed {[round(c, 3) for c in changed]}")
+
+
+def test_a_cached_run_fills_a_fresh_panel(page, comfy_server) -> None:
+    """A page opened after the run (empty panel) queues the same graph: every node comes from ComfyUI's
+    cache, and the panel shows the finished run's curve and frames (its summary, replayed by ComfyUI)."""
+    object_info = comfy_server.object_info()
+    workflow = tiny_workflow(PAINT_SKETCH, object_info, seed=SEEDS[PAINT_SKETCH])
+    comfy_server.wait(comfy_server.queue(workflow_to_api(workflow, object_info)), timeout=RUN_TIMEOUT_S)  # ran already, or now
+    page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow) }", workflow)
+    page.wait_for_timeout(500)
+    assert page.evaluate(PANEL_STATE)["status"].startswith("Latent3D: waiting")
+    before = set(comfy_server.request("GET", "/history"))
+    page.evaluate("async () => { await window.app.queuePrompt(0) }")
+    entry, states = _wait_for_run(page, comfy_server, before)
+    assert entry["status"]["status_str"] == "success"
+    final = states[-1]
+    assert final["status"].startswith("completed") and "step 3/3" in final["status"], final
+    assert final["frame"].startswith("data:image/jpeg") and final["loss_pixels"] > 50, final
+
+
+def test_a_new_training_node_keeps_its_seed(page) -> None:
+    """The frontend defaults a seed's control to "randomize" (a new run on every queue); ours start "fixed"."""
+    controls = page.evaluate("""() => ['Latent3DLatentNeRFTrain', 'Latent3DLatentPaint', 'Latent3DLatentToRGBRefine', 'KSampler'].map((type) => {
+      const node = LiteGraph.createNode(type);
+      const seed = node.widgets.find((w) => w.name === 'seed');
+      return seed.linkedWidgets?.[0]?.value ?? null;
+    })""")
+    assert controls == ["fixed", "fixed", "fixed", "randomize"], controls

@@ -101,6 +101,42 @@ def test_weight_patch_inside_a_training_context(cd, sd15, probe) -> None:
     torch.testing.assert_close(probe.denoiser.predict_noise(probe.z_t, probe.t, probe.emb), probe.raw, rtol=1e-4, atol=1e-4)
 
 
+def test_an_interrupt_stops_a_unet_call_within_one_block(cd, sd15, probe) -> None:
+    """The interrupt flag, set while the UNet runs (here by a patch after input block 2, as if the user
+    pressed cancel then), raises before the next block: the call never reaches its output blocks. The
+    model's own patches still run (the user's patch lists are extended on a copy, not replaced)."""
+    import comfy.model_management as mm
+
+    seen, cancel = [], [True]
+
+    def press_cancel(h, options):
+        seen.append(options["block"])
+        if options["block"] == ("input", 2) and cancel:
+            mm.interrupt_current_processing(True)
+        return h
+
+    def count_output(h, skip, options):
+        seen.append(options["block"])
+        return h, skip
+
+    patched = sd15.model.clone()
+    patched.set_model_input_block_patch(press_cancel)
+    patched.set_model_output_block_patch(count_output)
+    denoiser = cd.ComfyDenoiser(patched)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            denoiser.predict_noise(probe.z_t, probe.t, probe.emb)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert seen == [("input", 0), ("input", 1), ("input", 2)], seen
+    assert not mm.processing_interrupted()  # reported the way ComfyUI's own nodes do (flag reset)
+    assert len(patched.model_options["transformer_options"]["patches"]["input_block_patch"]) == 1  # the model's list is untouched
+    seen.clear()
+    cancel.clear()
+    denoiser.predict_noise(probe.z_t, probe.t, probe.emb)  # without the flag the whole call runs
+    assert len([b for b in seen if b[0] == "output"]) == 12
+
+
 def test_input_validation(cd, probe) -> None:
     d = probe.denoiser
     with pytest.raises(ValueError, match=r"z_t must have shape \[B, 4, h, w\]"):

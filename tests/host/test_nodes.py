@@ -37,18 +37,23 @@ def n(pack) -> types.SimpleNamespace:
     return types.SimpleNamespace(**classes)
 
 
-def run(cls, **inputs):
-    """Execute a node the way ComfyUI does: on a class clone with the hidden inputs set, in inference mode."""
-    from comfy_api.latest import io
+def execute(cls, api_prompt=None, **inputs):
+    """Execute a node the way ComfyUI does: on a class clone with the hidden inputs set, in inference mode;
+    returns its NodeOutput (``result`` and ``ui``)."""
+    from comfy_api.v0_0_2 import io
 
-    clone = cls.PREPARE_CLASS_CLONE({io.Hidden.unique_id: "42"})
+    clone = cls.PREPARE_CLASS_CLONE({io.Hidden.unique_id: "42", io.Hidden.prompt: api_prompt})
     with torch.inference_mode():
-        return clone.execute(**inputs).result
+        return clone.execute(**inputs)
+
+
+def run(cls, **inputs):
+    return execute(cls, **inputs).result
 
 
 def widget_values(cls, **overrides):
     """Every widget at its schema default (ComfyUI sends them all), with overrides."""
-    from comfy_api.latest import io
+    from comfy_api.v0_0_2 import io
 
     values = {}
     for item in cls.define_schema().inputs:
@@ -58,9 +63,12 @@ def widget_values(cls, **overrides):
     return values
 
 
-def test_every_node_registers_with_prefixed_id_and_tooltips(n) -> None:
-    from comfy_api.latest import io
+def test_every_node_registers_with_prefixed_id_and_tooltips(n, pack) -> None:
+    import comfy_api.v0_0_2
 
+    from comfyui_latent3d.nodes import api
+
+    assert api.API_VERSION == "v0_0_2" and api.io is comfy_api.v0_0_2.io  # the versioned API, not `latest`
     ids = set()
     for cls in vars(n).values():
         schema = cls.define_schema()
@@ -69,7 +77,8 @@ def test_every_node_registers_with_prefixed_id_and_tooltips(n) -> None:
         ids.add(schema.node_id)
         for item in list(schema.inputs) + list(schema.outputs):
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
-    assert ids == {"Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh", "Latent3DLatentPaint"}
+    assert ids == {"Latent3DLoadSketchMesh", "Latent3DSketchPrimitive", "Latent3DSketchShapeLoss", "Latent3DLatentNeRFTrain", "Latent3DExportMesh",
+                   "Latent3DLatentPaint", "Latent3DLatentToRGBRefine", "Latent3DClearRuns"}
 
 
 def test_sketch_nodes(n, folders) -> None:
@@ -90,8 +99,12 @@ def test_load_sketch_mesh_reads_only_the_input_folder(n, folders) -> None:
     sketch, preview = run(n.LoadSketchMesh, **widget_values(n.LoadSketchMesh, mesh_file="3d/block.obj", mesh_scale=0.5, offset_y=0.1))
     placed = sketch.placed()
     assert abs(float(placed.vertices[:, 1].mean()) - 0.1) < 1e-4
-    assert "3d/block.obj" in n.LoadSketchMesh.define_schema().inputs[0].options
-    for bad in ("../secret.obj", "/etc/passwd", "3d/missing.obj"):
+    outside = folders.input.parent / "outside.obj"
+    trimesh.creation.box().export(outside)
+    (folders.input / "3d" / "link.obj").symlink_to(outside)  # listed before, then refused when chosen
+    options = n.LoadSketchMesh.define_schema().inputs[0].options
+    assert "3d/block.obj" in options and "3d/link.obj" not in options
+    for bad in ("../secret.obj", "/etc/passwd", "3d/missing.obj", "3d/link.obj"):
         message = n.LoadSketchMesh.validate_inputs(mesh_file=bad)
         assert isinstance(message, str) and "mesh_file" in message
 
@@ -101,8 +114,8 @@ def trained(n, sd15, folders):
     sketch, _ = run(n.SketchPrimitive, **widget_values(n.SketchPrimitive, shape="teddy"))
     (guide,) = run(n.SketchShapeLoss, sketch=sketch, **widget_values(n.SketchShapeLoss, grid_resolution=32))
     inputs = widget_values(n.LatentNeRFTrain, iterations=3, resolution=8, preview_every=1, preview_resolution=8, turntable_frames=2, prompt="a lego man")
-    outputs = run(n.LatentNeRFTrain, model=sd15.model, clip=sd15.clip, vae=sd15.vae, shape_guide=guide, **inputs)
-    return types.SimpleNamespace(outputs=outputs, inputs=inputs, guide=guide)
+    output = execute(n.LatentNeRFTrain, model=sd15.model, clip=sd15.clip, vae=sd15.vae, shape_guide=guide, **inputs)
+    return types.SimpleNamespace(outputs=output.result, ui=output.ui, inputs=inputs, guide=guide)
 
 
 def test_latent_nerf_train_outputs_and_checkpoint(trained) -> None:
@@ -113,6 +126,52 @@ def test_latent_nerf_train_outputs_and_checkpoint(trained) -> None:
 
     record = read_record(nerf.checkpoint)
     assert record["step"] == 3 and record["shape_guide"] is not None
+    assert record["optimizer_state"] is False  # a completed run drops Adam's moments unless keep_optimizer
+    summary = trained.ui["latent3d"][0]  # the panel's summary, with the warnings the server log alone had
+    assert summary["state"] == "completed" and [p[0] for p in summary["losses"]] == [1, 2, 3] and len(summary["frames"]) == 2
+    assert any("teddy_sketch is not watertight" in w for w in summary["warnings"]), summary["warnings"]
+
+
+def test_keep_optimizer_keeps_adam_in_a_completed_run(n, sd15, folders) -> None:
+    from comfyui_latent3d.latent3d.checkpoint import read_record
+
+    inputs = widget_values(n.LatentNeRFTrain, iterations=1, resolution=8, preview_every=0, preview_resolution=8, turntable_frames=1,
+                           prompt="a kept optimizer", keep_optimizer=True)  # fmt: skip
+    nerf, _ = run(n.LatentNeRFTrain, model=sd15.model, clip=sd15.clip, **inputs)
+    assert read_record(nerf.checkpoint)["optimizer_state"] is True
+
+
+def test_a_step_that_does_not_fit_is_refused_before_the_run(n, sd15, folders, monkeypatch) -> None:
+    """The estimate (ComfyUI's own for the UNet, ours for the render) against the device's free memory:
+    refused with the widget, the estimate and a size that fits, before any run folder exists."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: 3 * 1024**3)
+    before = set((folders.output / "latent3d" / "runs").glob("*"))
+    inputs = widget_values(n.LatentNeRFTrain, iterations=2, resolution=128, prompt="too big")
+    unet = sd15.model.memory_required([2, 4, 128, 128]) / 1024**3  # ComfyUI's own estimate for the SDS batch
+    with pytest.raises(ValueError, match=rf"resolution 128 needs ≈ [\d.]+ GB per step \(UNet \(ComfyUI's estimate\) ≈ {unet:.1f} GB, render.*cpu has 3\.0 GB free\. Lower 'resolution' to \d+ or less"):
+        run(n.LatentNeRFTrain, model=sd15.model, clip=sd15.clip, **inputs)
+    assert set((folders.output / "latent3d" / "runs").glob("*")) == before
+
+
+def test_clear_runs_lists_then_deletes_all_but_the_recent(n, folders) -> None:
+    import os
+    import time
+
+    root = folders.output / "latent3d" / "runs"
+    for i in range(3):
+        folder = root / f"old{i}"
+        folder.mkdir(parents=True)
+        (folder / "nerf.safetensors").write_bytes(b"0" * 2**20)
+        for path in (folder / "nerf.safetensors", folder):
+            os.utime(path, (time.time() - 1e6 * (i + 1),) * 2)
+    kept_before = {p.name for p in root.iterdir()}
+    (report,) = run(n.ClearRuns, keep_recent=1, delete=False)
+    assert "would be deleted" in report and {p.name for p in root.iterdir()} == kept_before  # listing deletes nothing
+    (report,) = run(n.ClearRuns, keep_recent=len(kept_before) - 2, delete=True)
+    assert report.startswith("Deleted 2 runs, 2.0 MB") and not (root / "old1").exists() and not (root / "old2").exists()
+    assert n.ClearRuns.fingerprint_inputs(keep_recent=0, delete=True) != n.ClearRuns.fingerprint_inputs(keep_recent=0, delete=True)  # never cached
 
 
 def test_rerun_resumes_instead_of_starting_over(n, sd15, trained) -> None:
