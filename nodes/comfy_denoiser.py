@@ -1,6 +1,6 @@
 """ComfyUI's MODEL, CLIP and VAE as the core's Denoiser, text encoder and decoder.
 
-How the host computes ε (see shared COMFY.md): ComfyUI keeps σ = √((1−ᾱ)/ᾱ) per DDPM timestep;
+How the host computes ε (ComfyUI's comfy/model_sampling.py): ComfyUI keeps σ = √((1−ᾱ)/ᾱ) per DDPM timestep;
 ``apply_model(x, σ)`` takes x = z_t·√(1+σ²) (z_t the DDPM-scaled noisy latent) and returns the denoised
 x0 through the model's own parameterization (ε or v), so ε = (x − x0)/σ for either.
 """

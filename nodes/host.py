@@ -158,7 +158,8 @@ def pip_hint(node: str):
 
 @contextlib.contextmanager
 def training_mode():
-    """Leave ComfyUI's inference mode and enable gradients for an optimization (COMFY.md)."""
+    """Leave ComfyUI's inference mode and enable gradients for an optimization: ComfyUI runs every node under
+    ``torch.inference_mode()``, in which no tensor records a graph (so a training node must leave it)."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
 

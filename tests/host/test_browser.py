@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.host, pytest.mark.browser, pytest.mark.skipif(_missing
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 VIEWPORT = {"width": 1600, "height": 1000}
-# COMFY.md: WebGL2 runs on the CPU (SwiftShader) with these; Playwright adds --headless and a fresh profile
+# WebGL2 runs on the CPU (SwiftShader) with these; Playwright adds --headless and a fresh profile
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]  # fmt: skip
 SETTINGS = {
