@@ -3,10 +3,8 @@ refusal, downstream filename checks, mesh choices, core MESH texture coordinates
 versioned comfy_api import."""
 
 import importlib
-import importlib.util
 import os
 import re
-import sys
 import time
 import types
 from pathlib import Path
@@ -15,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from pack_import import pack_as_package
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 ALIAS = "latent3d_pack_host"
@@ -22,13 +22,8 @@ ALIAS = "latent3d_pack_host"
 
 @pytest.fixture(scope="module")
 def pack():
-    spec = importlib.util.spec_from_file_location(ALIAS, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[ALIAS] = module
-    spec.loader.exec_module(module)
-    yield types.SimpleNamespace(**{name: importlib.import_module(f"{ALIAS}.nodes.{name}") for name in ("eta", "runs", "memory", "host", "training", "specs")})
-    for name in [n for n in sys.modules if n == ALIAS or n.startswith(ALIAS + ".")]:
-        del sys.modules[name]
+    with pack_as_package(ALIAS):
+        yield types.SimpleNamespace(**{name: importlib.import_module(f"{ALIAS}.nodes.{name}") for name in ("eta", "runs", "memory", "host", "training", "specs")})
 
 
 def test_step_clock_leaves_out_the_warmup_step(pack):

@@ -2,12 +2,12 @@
 
 import dataclasses
 import importlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from pack_import import pack_as_package
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,15 +16,9 @@ ALIAS = "latent3d_pack_specs"
 
 @pytest.fixture(scope="module")
 def pack():
-    """The repository imported as a package (as ComfyUI loads a custom node folder), without ComfyUI."""
-    spec = importlib.util.spec_from_file_location(ALIAS, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[ALIAS] = module
-    spec.loader.exec_module(module)
-    assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # V1 mappings would hide the V3 entry point
-    yield module
-    for name in [n for n in sys.modules if n == ALIAS or n.startswith(ALIAS + ".")]:
-        del sys.modules[name]
+    with pack_as_package(ALIAS) as module:
+        assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # V1 mappings would hide the V3 entry point
+        yield module
 
 
 @pytest.fixture(scope="module")
