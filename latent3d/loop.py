@@ -321,3 +321,22 @@ def run_loop(
     if path is not None:
         state.save(path, optimizer=keep_optimizer)
     return "completed"
+
+
+def fit(
+    trainer: Optimization,
+    config: Any,
+    *,
+    metadata: dict[str, Any] | None = None,
+    checkpoint_path: str | Path | None = None,
+    **loop_arguments: Any,
+) -> Any:
+    """Run ``trainer`` for ``config.iterations`` steps (previews and checkpoints as ``config`` says) and
+    return ``trainer.result(status, checkpoint path)``: the body the stage functions (``fit_latent_nerf``,
+    ``paint_mesh``, ``refine_rgb``) share. ``metadata`` (JSON-able) goes into the checkpoint record under
+    "meta"; ``loop_arguments`` are :func:`run_loop`'s callbacks, ``resume`` and ``keep_optimizer``."""
+    trainer.metadata = dict(metadata or {})
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    status = run_loop(trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
+                      checkpoint_path=path, **loop_arguments)  # fmt: skip
+    return trainer.result(status, path)

@@ -23,7 +23,7 @@ from ..devices import default_device
 from ..guidance.denoiser import Denoiser, denoiser_fingerprint
 from ..guidance.prompts import PromptEmbeddings
 from ..guidance.sds import SdsConfig, opacity_entropy, sds_loss
-from ..loop import Optimization, make_adam, run_loop
+from ..loop import Optimization, fit, make_adam
 from .cameras import CameraConfig, eval_cameras, orbit_cameras, sample_cameras
 from .field import FieldConfig
 from .grid import GridConfig, TorchGridEncoding
@@ -306,15 +306,8 @@ def fit_latent_nerf(
     is stored in the checkpoint record under "meta"; ``keep_optimizer`` False writes a completed run's final
     checkpoint without the Adam moments (see ``run_loop``).
     """
-    trainer = NerfTrainer(config, denoiser, embeddings, device, shape_guide)
-    trainer.metadata = dict(metadata or {})
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    status = run_loop(
-        trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
-        on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
-        keep_optimizer=keep_optimizer,
-    )
-    return trainer.result(status, path)
+    return fit(NerfTrainer(config, denoiser, embeddings, device, shape_guide), config, metadata=metadata, checkpoint_path=checkpoint_path, on_step=on_step,
+               should_stop=should_stop, on_metrics=on_metrics, resume=resume, keep_optimizer=keep_optimizer)
 
 
 def load_latent_nerf(path: str | Path, device: torch.device | str = "cpu") -> tuple[LatentNeRF, NerfConfig, dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -29,7 +28,7 @@ from ..devices import default_device
 from ..guidance.denoiser import Denoiser, denoiser_fingerprint
 from ..guidance.prompts import PromptEmbeddings
 from ..guidance.sds import SdsConfig, sds_loss
-from ..loop import Optimization, make_adam, run_loop
+from ..loop import Optimization, fit, make_adam
 from ..nerf.cameras import CameraConfig, orbit_cameras, sample_cameras
 from . import initialization as init
 from .mesh import PaintMesh, place_paint_mesh
@@ -338,15 +337,8 @@ def paint_mesh(
     :class:`latent3d.loop.NonFiniteRunError`. A checkpoint of another mesh, prompt or model is refused.
     ``keep_optimizer`` False writes a completed run's final checkpoint without the Adam moments (``run_loop``).
     """
-    trainer = PaintTrainer(config, mesh, denoiser, embeddings, device, encode)
-    trainer.metadata = dict(metadata or {})
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    status = run_loop(
-        trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
-        on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
-        keep_optimizer=keep_optimizer,
-    )
-    return trainer.result(status, path)
+    return fit(PaintTrainer(config, mesh, denoiser, embeddings, device, encode), config, metadata=metadata, checkpoint_path=checkpoint_path, on_step=on_step,
+               should_stop=should_stop, on_metrics=on_metrics, resume=resume, keep_optimizer=keep_optimizer)
 
 
 def load_painted(path: str | Path) -> PaintResult:

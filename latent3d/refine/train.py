@@ -24,7 +24,7 @@ from ..devices import default_device
 from ..guidance.denoiser import Denoiser, denoiser_fingerprint
 from ..guidance.prompts import PromptEmbeddings
 from ..guidance.sds import SdsConfig, opacity_entropy, sds_loss
-from ..loop import Optimization, make_adam, run_loop
+from ..loop import Optimization, fit, make_adam
 from ..nerf.cameras import CameraConfig, eval_cameras, orbit_cameras, sample_cameras
 from ..nerf.field import FieldConfig
 from ..nerf.model import LatentNeRF
@@ -313,15 +313,8 @@ def refine_rgb(
         ValueError: a field of the wrong kind, a missing VAE encoder or one of another latent size, bad config.
         latent3d.loop.NonFiniteRunError: most recent steps were non-finite.
     """
-    trainer = RefineTrainer(config, trained_field, denoiser, vae_encoder, embeddings, device, color_matrix)
-    trainer.metadata = dict(metadata or {})
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    status = run_loop(
-        trainer, config.iterations, preview_every=config.preview_every, checkpoint_every=config.checkpoint_every,
-        on_step=on_step, should_stop=should_stop, on_metrics=on_metrics, checkpoint_path=path, resume=resume,
-        keep_optimizer=keep_optimizer,
-    )
-    return trainer.result(status, path)
+    return fit(RefineTrainer(config, trained_field, denoiser, vae_encoder, embeddings, device, color_matrix), config, metadata=metadata, checkpoint_path=checkpoint_path, on_step=on_step,
+               should_stop=should_stop, on_metrics=on_metrics, resume=resume, keep_optimizer=keep_optimizer)
 
 
 def load_refined(path: str | Path, device: torch.device | str = "cpu") -> tuple[RgbNeRF, RefineConfig, dict[str, Any]]:
