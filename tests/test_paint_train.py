@@ -20,6 +20,7 @@ from latent3d.paint.mesh import load_paint_mesh, make_paint_mesh, place_paint_me
 from latent3d.paint.render import MeshTensors, render_views
 from latent3d.paint.scenes import painted_oracle, smooth_latent_texture, uv_sphere
 from latent3d.paint.train import PaintConfig, PaintTrainer, load_painted, paint_mesh
+from flaky import FlakyDenoiser
 
 
 def embeddings(width=8):
@@ -154,24 +155,10 @@ def test_official_start(sphere):
     assert background.shape == (4, 16, 32) and 0 <= float(background.min()) and float(background.max()) < 1
 
 
-class FlakyDenoiser:
-    """ε of zeros, except NaN on chosen calls (counted from 1)."""
-
-    prediction_type = "epsilon"
-    embedding_dim = None
-
-    def __init__(self, bad_calls):
-        self.alphas_cumprod, self.bad, self.calls = zero_oracle().alphas_cumprod, set(bad_calls), 0
-
-    def predict_noise(self, z_t, t, embeddings, cameras=None):
-        self.calls += 1
-        return torch.full_like(z_t, math.nan) if self.calls in self.bad else torch.zeros_like(z_t)
-
-
 @pytest.mark.unit
 def test_non_finite_steps_are_skipped_and_counted(sphere):
     config = PaintConfig.tiny(iterations=6, preview_every=0)
-    result = paint_mesh(config, sphere, FlakyDenoiser({2, 5}), embeddings(), device="cpu")
+    result = paint_mesh(config, sphere, FlakyDenoiser(zero_oracle(), {2, 5}), embeddings(), device="cpu")
     assert result.skipped_steps == 2 and result.history["skipped"] == [0, 1, 0, 0, 1, 0]
     assert bool(torch.isfinite(result.texture).all())
 

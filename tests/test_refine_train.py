@@ -14,6 +14,7 @@ from latent3d.refine.train import RefineConfig, RefineTrainer, load_refined, ref
 from latent3d.scenes import ConstantBackground
 
 from test_refine import VIEWS, embeddings, latent_field, state, target_oracle
+from flaky import FlakyDenoiser
 
 
 @pytest.fixture(scope="module")
@@ -115,26 +116,9 @@ def test_resume_is_bit_identical_and_reloads(tmp_path, encode):
         refine_rgb(config, latent_field(seed=1), oracle, encode, embeddings(), device="cpu", checkpoint_path=path, resume=True)
 
 
-class FlakyOracle:
-    """The constant-target oracle, returning NaN on chosen calls."""
-
-    prediction_type = "epsilon"
-    embedding_dim = None
-
-    def __init__(self, bad_calls):
-        self.inner = target_oracle()
-        self.alphas_cumprod = self.inner.alphas_cumprod
-        self.bad_calls, self.calls = set(bad_calls), 0
-
-    def predict_noise(self, z_t, t, embeddings, cameras=None):
-        self.calls += 1
-        eps = self.inner.predict_noise(z_t, t, embeddings, cameras)
-        return eps * float("nan") if self.calls in self.bad_calls else eps
-
-
 @pytest.mark.unit
 def test_non_finite_steps_are_skipped_and_counted(encode):
-    trainer = RefineTrainer(RefineConfig.tiny(freeze_geometry=True), latent_field(), FlakyOracle({2}), encode, embeddings(), "cpu")
+    trainer = RefineTrainer(RefineConfig.tiny(freeze_geometry=True), latent_field(), FlakyDenoiser(target_oracle(), {2}), encode, embeddings(), "cpu")
     trainer.train_step()
     before = state(trainer.model)
     trainer.train_step()

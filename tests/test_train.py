@@ -9,6 +9,7 @@ from latent3d.guidance.prompts import PromptEmbeddings
 from latent3d.nerf.cameras import orbit_cameras
 from latent3d.nerf.train import NerfConfig, NerfTrainer, fit_latent_nerf, load_latent_nerf
 from latent3d.scenes import TwoBlobs, oracle_for, scene_renderer
+from flaky import FlakyDenoiser
 
 
 def embeddings(width=8, value=0.0):
@@ -111,27 +112,10 @@ def test_seeds():
     assert not torch.equal(runs[0].model.field.encoding.table, runs[2].model.field.encoding.table)
 
 
-class FlakyDenoiser:
-    """Returns NaN on chosen calls."""
-
-    prediction_type = "epsilon"
-    embedding_dim = None
-
-    def __init__(self, bad_calls):
-        self.inner = zero_oracle()
-        self.alphas_cumprod = self.inner.alphas_cumprod
-        self.bad_calls, self.calls = set(bad_calls), 0
-
-    def predict_noise(self, z_t, t, embeddings, cameras=None):
-        self.calls += 1
-        eps = self.inner.predict_noise(z_t, t, embeddings, cameras)
-        return eps * float("nan") if self.calls in self.bad_calls else eps
-
-
 @pytest.mark.smoke
 def test_non_finite_steps_are_skipped_and_leave_no_trace():
     config = tiny(iterations=3, sparsity_weight=0.0)
-    trainer = NerfTrainer(config, FlakyDenoiser({2}), embeddings(), "cpu")
+    trainer = NerfTrainer(config, FlakyDenoiser(zero_oracle(), {2}), embeddings(), "cpu")
     trainer.train_step()
     before = state(trainer.model)
     optim_before = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
@@ -164,7 +148,7 @@ def test_embedding_width_must_match_the_denoiser():
         embedding_dim = 768
 
     with pytest.raises(ValueError, match="width.*768.*8"):
-        fit_latent_nerf(tiny(), Wide(()), embeddings(8), device="cpu")
+        fit_latent_nerf(tiny(), Wide(zero_oracle(), ()), embeddings(8), device="cpu")
     with pytest.raises(ValueError, match="non-finite"):
         fit_latent_nerf(tiny(), zero_oracle(), embeddings(8, float("inf")), device="cpu")
 
