@@ -245,9 +245,6 @@ class Optimization:
             if values is not None and (values.dim() != 1 or values.shape[0] != step):
                 raise CheckpointError(f"{path}: history.{key} holds {list(values.shape)} values for {step} recorded steps")
 
-    def result_fields(self) -> dict[str, Any]:
-        return {"step": self.step, "skipped_steps": self.skipped_steps, "history": self.history}
-
 
 def _check_finite(state: Optimization, path: Path | None, final: bool) -> None:
     skipped, steps = state.recent_skipped(final)
